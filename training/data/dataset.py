@@ -30,7 +30,8 @@ class Dataset:
     item_meta: pd.DataFrame
     # user features, one row per internal user 0..n_users-1 (e.g. age, gender, occupation), or None
     user_features: pd.DataFrame | None = None
-    offsets: np.ndarray = field(init=False)  # int64 [n_users + 1]: user u is users[offsets[u]:offsets[u+1]]
+    # int64 [n_users + 1]: user u's interactions are rows offsets[u]:offsets[u+1]
+    offsets: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         counts = np.bincount(self.users, minlength=len(self.user_ids))

@@ -1,0 +1,185 @@
+"""The generic format: an interactions file and an optional items file (CSV or Parquet).
+
+A PATH is a folder holding interactions.csv|interactions.parquet (and optionally
+items.csv|items.parquet), or a single interactions file.
+- interactions: user_id, item_id, timestamp (integer seconds or ISO 8601 datetime), optional rating.
+- items: item_id, title, optional genres ("A|B"), optional year (else parsed from "Title (1995)"),
+  optional tags. Item ids must be unique.
+Policy: when an items file is given it is the catalogue, and an interaction with an item that is
+not in it is an error (a mismatched pair of files is far more likely than intended blanks).
+Every problem raises DataError naming the file, the column, an example value and its row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.data.build import build_dataset
+from training.data.dataset import Dataset
+from training.data.movielens import split_title
+from training.errors import DataError
+
+SUFFIXES = (".csv", ".parquet")
+
+
+def _where(path: Path, row: int) -> str:
+    return f"row {row + 1} (line {row + 2})" if path.suffix == ".csv" else f"row {row + 1}"
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
+    try:
+        if path.suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        else:
+            frame = pd.read_parquet(path)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty") from exc
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot parse the file ({exc})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} "
+            f"(found: {', '.join(frame.columns) or 'none'}; required: {', '.join(required)})"
+        )
+    if frame.empty:
+        raise DataError(f"{path}: the file is empty (a header but no rows)")
+    return frame
+
+
+def _bad(path: Path, column: str, values: pd.Series, bad: np.ndarray, expected: str) -> DataError:
+    row = int(np.flatnonzero(bad)[0])
+    return DataError(
+        f"{path}: column {column!r} has {int(bad.sum())} bad value(s); expected {expected}, "
+        f"got {values.iloc[row]!r} at {_where(path, row)}"
+    )
+
+
+def _ids(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
+    values = frame[column]
+    if pd.api.types.is_float_dtype(values):
+        bad = (values.isna() | (values != np.round(values))).to_numpy()
+        if bad.any():
+            raise _bad(path, column, values, bad, "an id (integer or text)")
+        return values.astype(np.int64).astype(str)
+    text = values.astype(str).str.strip()
+    bad = (values.isna() | (text == "")).to_numpy()
+    if bad.any():
+        raise _bad(path, column, values, bad, "a non-empty id")
+    return text
+
+
+def _timestamps(path: Path, values: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps = pd.to_datetime(values, utc=True)
+        bad = stamps.isna().to_numpy()
+        if bad.any():
+            raise _bad(path, "timestamp", values, bad, "a datetime")
+        return (stamps.astype("int64") // 10**9).to_numpy(dtype=np.int64)
+    if pd.api.types.is_integer_dtype(values):
+        return values.to_numpy(dtype=np.int64)
+    text = values.astype(str).str.strip()
+    if bool(text.str.fullmatch(r"[+-]?\d+").all()):
+        return text.astype(np.int64).to_numpy()
+    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        raise _bad(path, "timestamp", values, bad, "integer seconds or an ISO 8601 datetime")
+    return (stamps.astype("int64") // 10**9).to_numpy(dtype=np.int64)
+
+
+def read_interactions(path: Path) -> pd.DataFrame:
+    frame = read_table(path, ("user_id", "item_id", "timestamp"))
+    out = pd.DataFrame(
+        {
+            "user_id": _ids(path, frame, "user_id"),
+            "item_id": _ids(path, frame, "item_id"),
+            "timestamp": _timestamps(path, frame["timestamp"]),
+        }
+    )
+    if "rating" in frame.columns:
+        ratings = pd.to_numeric(frame["rating"], errors="coerce")
+        bad = ratings.isna().to_numpy()
+        if bad.any():
+            raise _bad(path, "rating", frame["rating"], bad, "a number")
+        out["rating"] = ratings.astype(np.float32)
+    return out
+
+
+def read_items(path: Path) -> pd.DataFrame:
+    frame = read_table(path, ("item_id", "title"))
+    ids = _ids(path, frame, "item_id")
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise DataError(
+            f"{path}: duplicate item_id {ids.iloc[row]!r} at {_where(path, row)} "
+            f"({int(dup.sum())} duplicate row(s)); item ids must be unique"
+        )
+    titles = frame["title"].fillna("").astype(str)
+    parsed = [split_title(t) for t in titles]
+    genres_raw = (
+        frame["genres"].fillna("").astype(str)
+        if "genres" in frame
+        else pd.Series([""] * len(frame))
+    )
+    genres = [
+        [g.strip() for g in s.split("|") if g.strip() and g.strip() != "(no genres listed)"]
+        for s in genres_raw
+    ]
+    if "year" in frame.columns:
+        year = pd.to_numeric(frame["year"].replace("", None), errors="coerce")
+        bad = (
+            year.isna() & frame["year"].notna() & (frame["year"].astype(str).str.strip() != "")
+        ).to_numpy()
+        if bad.any():
+            raise _bad(path, "year", frame["year"], bad, "an integer year or empty")
+        years = year.round().astype("Int64").array
+        title_col = titles.str.strip().tolist()
+    else:
+        years = pd.array([p[1] for p in parsed], dtype="Int64")
+        title_col = [p[0] for p in parsed]
+    tags = frame["tags"].fillna("").astype(str).tolist() if "tags" in frame else [""] * len(frame)
+    return pd.DataFrame(
+        {"item_id": ids, "title": title_col, "genres": genres, "year": years, "tags": tags}
+    )
+
+
+def _pick(folder: Path, stem: str) -> Path | None:
+    found = [folder / f"{stem}{s}" for s in SUFFIXES if (folder / f"{stem}{s}").is_file()]
+    if len(found) > 1:
+        raise DataError(f"{folder}: both {found[0].name} and {found[1].name} exist; keep only one")
+    return found[0] if found else None
+
+
+def load_generic(path: Path) -> Dataset:
+    """Load a folder (interactions.* [+ items.*]) or a single interactions file."""
+    if path.is_dir():
+        interactions_path = _pick(path, "interactions")
+        if interactions_path is None:
+            raise DataError(f"{path}: no interactions.csv or interactions.parquet in this folder")
+        items_path = _pick(path, "items")
+    elif path.is_file():
+        interactions_path, items_path = path, None
+    else:
+        raise DataError(
+            f"{path}: no such file or folder (and not a known dataset name: "
+            f"ml-latest-small, ml-100k, synthetic[:...])"
+        )
+    interactions = read_interactions(interactions_path)
+    items = read_items(items_path) if items_path is not None else None
+    return build_dataset(
+        path.stem if path.is_file() else path.name,
+        interactions,
+        items,
+        source=str(interactions_path),
+        items_source=str(items_path),
+    )
