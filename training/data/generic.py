@@ -77,13 +77,19 @@ def _ids(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     return text
 
 
+def _seconds(stamps: pd.Series) -> np.ndarray:
+    """UTC datetimes -> integer seconds since the epoch (whatever the datetime resolution)."""
+    delta = stamps - pd.Timestamp(0, tz="UTC")
+    return (delta // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+
+
 def _timestamps(path: Path, values: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = pd.to_datetime(values, utc=True)
         bad = stamps.isna().to_numpy()
         if bad.any():
             raise _bad(path, "timestamp", values, bad, "a datetime")
-        return (stamps.astype("int64") // 10**9).to_numpy(dtype=np.int64)
+        return _seconds(stamps)
     if pd.api.types.is_integer_dtype(values):
         return values.to_numpy(dtype=np.int64)
     text = values.astype(str).str.strip()
@@ -93,7 +99,7 @@ def _timestamps(path: Path, values: pd.Series) -> np.ndarray:
     bad = stamps.isna().to_numpy()
     if bad.any():
         raise _bad(path, "timestamp", values, bad, "integer seconds or an ISO 8601 datetime")
-    return (stamps.astype("int64") // 10**9).to_numpy(dtype=np.int64)
+    return _seconds(stamps)
 
 
 def read_interactions(path: Path) -> pd.DataFrame:
