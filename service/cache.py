@@ -1,0 +1,111 @@
+"""The cache interface, its null implementation, and the L1-over-L2 composition.
+
+Contract (one test suite over every implementation, tests/test_cache_contract.py):
+- ``get`` answers None for a miss, an error, a timeout or an undecodable value; never raises.
+- ``set`` never raises.
+- after ``invalidate_user(model, user_id)`` returns, no key of that user, of any model version,
+  is served by that cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal, Protocol, runtime_checkable
+
+from cachetools import LRUCache
+
+from service import keys
+from service.cache_l1 import L1Cache
+
+Tier = Literal["l1", "l2", "miss"]
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """A byte cache of recommendation responses, keyed by :func:`service.keys.recs_key`."""
+
+    tier: str
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None: ...
+
+    async def invalidate_user(self, model: str, user_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NullCache:
+    """Caches nothing (no Redis configured, or a tier switched off)."""
+
+    tier = "null"
+
+    async def get(self, key: str) -> bytes | None:
+        return None
+
+    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
+        return None
+
+    async def invalidate_user(self, model: str, user_id: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class TieredCache:
+    """L1 (in-process) over L2 (Redis or null): an L2 hit fills L1.
+
+    Invalidation epochs close the race where a value read from L2 (or computed) before a user's
+    invalidation is written back after it: take ``snapshot()`` before reading or computing, and
+    pass it to ``set``; a value whose user was invalidated since is served but not stored.
+    """
+
+    def __init__(self, l1: L1Cache, l2: Cache, *, epochs: int = 65536) -> None:
+        self.l1 = l1
+        self.l2 = l2
+        self._seq = 0
+        self._invalidated: LRUCache[str, int] = LRUCache(maxsize=epochs)
+
+    def snapshot(self) -> int:
+        """A marker to pass to :meth:`set`: invalidations after it make that set a no-op."""
+        return self._seq
+
+    def _stale(self, index_key: str | None, snapshot: int | None) -> bool:
+        if snapshot is None or index_key is None:
+            return False
+        return self._invalidated.get(index_key, 0) > snapshot
+
+    async def get(self, key: str) -> tuple[bytes | None, Tier]:
+        """The value and the tier that answered (``miss`` when neither had it)."""
+        value = await self.l1.get(key)
+        if value is not None:
+            return value, "l1"
+        snap = self._seq
+        value = await self.l2.get(key)
+        if value is None:
+            return None, "miss"
+        index_key = keys.index_key_for(key)
+        if index_key is not None and not self._stale(index_key, snap):
+            self.l1.set_indexed(key, value, index_key)
+        return value, "l2"
+
+    async def set(
+        self, key: str, value: bytes, user_id: str, model: str, *, snapshot: int | None = None
+    ) -> None:
+        """Store in both tiers, unless the user was invalidated after ``snapshot``."""
+        if self._stale(keys.user_index_key(model, user_id), snapshot):
+            return
+        await self.l1.set(key, value, user_id, model)
+        await self.l2.set(key, value, user_id, model)
+
+    async def invalidate_user(self, model: str, user_id: str) -> None:
+        """Drop every cached key of the user (L2 first, so L2 cannot refill L1 after it)."""
+        self._seq += 1
+        self._invalidated[keys.user_index_key(model, user_id)] = self._seq
+        await self.l1.invalidate_user(model, user_id)
+        await self.l2.invalidate_user(model, user_id)
+        await self.l1.invalidate_user(model, user_id)
+
+    async def close(self) -> None:
+        await asyncio.gather(self.l1.close(), self.l2.close())

@@ -1,0 +1,161 @@
+"""L2: recommendation responses in Redis, behind a time budget and a circuit breaker.
+
+Values carry a header (``CS1`` + CRC-32 of the payload), so a corrupt, truncated or old-format
+value is a miss (counted as an error) and is overwritten by the next ``set``. Each key is also
+added to the user's index set (same MULTI/EXEC as the SET), which ``invalidate_user`` deletes
+with every key it lists. Every call is bounded by ``timeout_s``; while the breaker is open a call
+costs nothing and answers a miss. Nothing here raises to the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+
+from service import keys
+from service.breaker import CircuitBreaker
+from service.metrics import ServiceMetrics
+from service.redis_client import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAGIC = b"CS1"
+_HEADER = len(MAGIC) + 4
+
+
+def encode_value(payload: bytes) -> bytes:
+    """``CS1`` + big-endian CRC-32 of the payload + the payload."""
+    return MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload
+
+
+def decode_value(raw: bytes) -> bytes | None:
+    """The payload, or None when the header or the checksum is wrong."""
+    if len(raw) < _HEADER or not raw.startswith(MAGIC):
+        return None
+    payload = raw[_HEADER:]
+    if zlib.crc32(payload).to_bytes(4, "big") != raw[len(MAGIC) : _HEADER]:
+        return None
+    return payload
+
+
+class _UnavailableError(Exception):
+    """Redis failed, timed out, or the breaker is open."""
+
+
+# Deletes a user's index set and every key it lists, atomically: a SET that comes after it
+# starts a fresh index, one that came before is deleted.
+_INVALIDATE_LUA = """
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, k in ipairs(members) do redis.call('DEL', k) end
+redis.call('DEL', KEYS[1])
+return #members
+"""
+
+
+class RedisCache:
+    """The L2 ``Cache`` implementation."""
+
+    tier = "l2"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        ttl_s: float,
+        timeout_s: float,
+        breaker: CircuitBreaker,
+        metrics: ServiceMetrics | None = None,
+        max_pending_invalidations: int = 1000,
+        flush_batch: int = 128,
+    ) -> None:
+        if ttl_s <= 0 or timeout_s <= 0:
+            raise ValueError(f"ttl_s and timeout_s must be > 0, got {ttl_s}, {timeout_s}")
+        self._redis = client
+        self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._timeout_s = timeout_s
+        self.breaker = breaker
+        self._metrics = metrics
+        # Users whose invalidation failed (Redis away): their keys are misses until it is done.
+        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._max_pending = max_pending_invalidations
+        self._flush_batch = flush_batch
+
+    async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis call within the budget, reporting to the breaker."""
+        if not self.breaker.allow():
+            raise _UnavailableError("breaker open")
+        try:
+            result = await asyncio.wait_for(command(), self._timeout_s)
+        except REDIS_ERRORS as exc:
+            self.breaker.record_failure()
+            raise _UnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        self.breaker.record_success()
+        return result
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.cache_result("l2", result)
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            if self._pending:
+                await self._flush_pending()
+                if keys.index_key_for(key) in self._pending:
+                    self._count("miss")
+                    return None
+            raw = await self._call(lambda: self._redis.get(key))
+        except _UnavailableError:
+            self._count("error")
+            return None
+        if raw is None:
+            self._count("miss")
+            return None
+        payload = decode_value(raw) if isinstance(raw, bytes) else None
+        if payload is None:
+            log.warning("cache value under %s is corrupt or of an old format: a miss", key)
+            self._count("error")
+        else:
+            self._count("hit")
+        return payload
+
+    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
+        index_key = keys.user_index_key(model, user_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(key, encode_value(value), px=self._ttl_ms)
+        pipe.sadd(index_key, key)
+        pipe.pexpire(index_key, self._ttl_ms)
+        try:
+            await self._call(pipe.execute)
+        except _UnavailableError as exc:
+            log.debug("cache set of %s skipped: %s", key, exc)
+
+    async def invalidate_user(self, model: str, user_id: str) -> None:
+        index_key = keys.user_index_key(model, user_id)
+        try:
+            await self._call(lambda: self._redis.eval(_INVALIDATE_LUA, 1, index_key))
+        except _UnavailableError as exc:
+            log.warning("cache invalidation deferred until Redis answers: %s", exc)
+            self._pending[index_key] = None
+            self._pending.move_to_end(index_key)
+            while len(self._pending) > self._max_pending:
+                self._pending.popitem(last=False)
+
+    async def _flush_pending(self) -> None:
+        """Carry out up to ``flush_batch`` deferred invalidations in one round trip."""
+        batch = list(self._pending)[: self._flush_batch]
+        pipe = self._redis.pipeline(transaction=False)
+        for index_key in batch:
+            pipe.eval(_INVALIDATE_LUA, 1, index_key)
+        await self._call(pipe.execute)
+        for index_key in batch:
+            self._pending.pop(index_key, None)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
