@@ -26,8 +26,10 @@ def bundle_info(ndcg_valid: float = 0.1, ndcg_test: float = 0.09) -> dict[str, A
     }
 
 
-def make_fake_bundle(folder: Path, seed: int = 0, **info: Any) -> Path:
-    """Write a complete fake bundle (all contract files + bundle.json) into `folder`."""
+def make_fake_bundle(
+    folder: Path, seed: int = 0, ndcg_valid: float = 0.1, ndcg_test: float = 0.09, **info: Any
+) -> Path:
+    """Write a fake bundle (contract files + bundle.json; `info` replaces bundle.json sections)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "item_embeddings.npy", rng.standard_normal((6, 8)).astype(np.float32))
@@ -40,5 +42,5 @@ def make_fake_bundle(folder: Path, seed: int = 0, **info: Any) -> Path:
     np.savez(folder / "histories.npz", user_ids=np.array(["u1", "u2", "u3"]),
              offsets=np.array([0, 4, 8, 12], dtype=np.int64),
              items=rng.integers(1, 6, size=12).astype(np.int32))
-    (folder / "bundle.json").write_text(json.dumps({**bundle_info(), **info}))
+    (folder / "bundle.json").write_text(json.dumps({**bundle_info(ndcg_valid, ndcg_test), **info}))
     return folder

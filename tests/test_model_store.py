@@ -290,8 +290,9 @@ def test_concurrent_processes_publish_distinct_versions(store: ModelStore, bundl
               "print(ModelStore(Path(sys.argv[1])).publish('cinesync', Path(sys.argv[2])))\n")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(store.root), str(bundle)],
                               cwd=REPO, stdout=subprocess.PIPE) for _ in range(3)]
-    outputs = [int(p.communicate(timeout=60)[0]) for p in procs]
-    assert sorted(outputs) == [1, 2, 3]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert sorted(int(out) for out in outputs) == [1, 2, 3]
     assert store.versions(NAME) == [1, 2, 3]
 
 
