@@ -1,0 +1,172 @@
+"""One contract suite over every Cache: L1, Redis (a real server), Null, and L1-over-Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+
+from service import keys
+from service.breaker import CircuitBreaker
+from service.cache import Cache, NullCache, TieredCache
+from service.cache_l1 import L1Cache
+from service.cache_redis import RedisCache
+from service.redis_client import make_redis
+
+TTL_S = 0.3
+MODEL = "cinesync"
+ODD_USERS = ["x" * 10_000, "ünïcødé-ユーザー", "../..", "%2F", "nul\x00id", " ", "", "a:b:c"]
+
+
+class TieredAsCache:
+    """TieredCache seen through the plain Cache interface (get -> bytes | None)."""
+
+    tier = "tiered"
+
+    def __init__(self, tiered: TieredCache) -> None:
+        self.tiered = tiered
+
+    async def get(self, key: str) -> bytes | None:
+        return (await self.tiered.get(key))[0]
+
+    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
+        await self.tiered.set(key, value, user_id, model)
+
+    async def invalidate_user(self, model: str, user_id: str) -> None:
+        await self.tiered.invalidate_user(model, user_id)
+
+    async def close(self) -> None:
+        await self.tiered.close()
+
+
+def _redis_cache(url: str, ttl_s: float) -> RedisCache:
+    client = make_redis(url, socket_timeout_s=1.0, connect_timeout_s=1.0, max_connections=16)
+    return RedisCache(client, ttl_s=ttl_s, timeout_s=1.0, breaker=CircuitBreaker(5, 1.0))
+
+
+MakeCache = Callable[[float], Cache]
+
+
+@pytest_asyncio.fixture(params=["l1", "redis", "null", "tiered"])
+async def make_cache(request: pytest.FixtureRequest) -> AsyncIterator[MakeCache]:
+    """Builds caches of one implementation with a given TTL; closes them afterwards."""
+    made: list[Cache] = []
+    url = request.getfixturevalue("redis_url") if request.param in {"redis", "tiered"} else ""
+
+    def make(ttl_s: float) -> Cache:
+        impl: Cache
+        if request.param == "l1":
+            impl = L1Cache(size=1000, ttl_s=ttl_s)
+        elif request.param == "null":
+            impl = NullCache()
+        elif request.param == "redis":
+            impl = _redis_cache(url, ttl_s)
+        else:
+            impl = TieredAsCache(TieredCache(L1Cache(1000, ttl_s), _redis_cache(url, ttl_s)))
+        made.append(impl)
+        return impl
+
+    yield make
+    for impl in made:
+        await impl.close()
+
+
+@pytest.fixture
+def cache(make_cache: MakeCache) -> Cache:
+    return make_cache(60.0)
+
+
+def key(user: str, version: int = 1, **params: object) -> str:
+    return keys.recs_key(MODEL, version, user, keys.params_digest(k=10, **params))
+
+
+def stores(cache: Cache) -> bool:
+    return not isinstance(cache, NullCache)
+
+
+@pytest.mark.asyncio
+async def test_set_then_get_round_trips_the_bytes(cache: Cache) -> None:
+    value = bytes(range(256)) * 40
+    await cache.set(key("u1"), value, "u1", MODEL)
+    assert await cache.get(key("u1")) == (value if stores(cache) else None)
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_key_is_a_miss(cache: Cache) -> None:
+    assert await cache.get(key("nobody")) is None
+    assert await cache.get("not a recs key") is None
+
+
+@pytest.mark.asyncio
+async def test_set_overwrites(cache: Cache) -> None:
+    await cache.set(key("u1"), b"old", "u1", MODEL)
+    await cache.set(key("u1"), b"new", "u1", MODEL)
+    assert await cache.get(key("u1")) == (b"new" if stores(cache) else None)
+
+
+@pytest.mark.asyncio
+async def test_invalidate_user_removes_every_key_of_that_user_only(cache: Cache) -> None:
+    mine = [key("u1", 1), key("u1", 2), key("u1", 2, genres=["Drama"]), key("u1", 3, k2=1)]
+    theirs = [key("u2", 1), key("u2", 2), key("u10", 1)]
+    for k in mine:
+        await cache.set(k, b"mine", "u1", MODEL)
+    for k in theirs:
+        await cache.set(k, b"theirs", k.split(":")[5], MODEL)
+    await cache.invalidate_user(MODEL, "u1")
+    assert [await cache.get(k) for k in mine] == [None] * len(mine)
+    expected = b"theirs" if stores(cache) else None
+    assert [await cache.get(k) for k in theirs] == [expected] * len(theirs)
+    await cache.set(mine[0], b"again", "u1", MODEL)  # the user can be cached again afterwards
+    assert await cache.get(mine[0]) == (b"again" if stores(cache) else None)
+
+
+@pytest.mark.asyncio
+async def test_invalidating_another_model_leaves_this_one(cache: Cache) -> None:
+    await cache.set(key("u1"), b"v", "u1", MODEL)
+    await cache.invalidate_user("other-model", "u1")
+    assert await cache.get(key("u1")) == (b"v" if stores(cache) else None)
+
+
+@pytest.mark.asyncio
+async def test_values_expire_after_their_ttl(make_cache: MakeCache) -> None:
+    cache = make_cache(TTL_S)
+    await cache.set(key("u1"), b"v", "u1", MODEL)
+    assert await cache.get(key("u1")) == (b"v" if stores(cache) else None)
+    await asyncio.sleep(TTL_S + 0.25)
+    assert await cache.get(key("u1")) is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("user", ODD_USERS)
+async def test_odd_user_ids_are_cached_and_invalidated_on_their_own(
+    cache: Cache, user: str
+) -> None:
+    await cache.set(key(user), b"odd", user, MODEL)
+    await cache.set(key("plain"), b"plain", "plain", MODEL)
+    assert await cache.get(key(user)) == (b"odd" if stores(cache) else None)
+    await cache.invalidate_user(MODEL, user)
+    assert await cache.get(key(user)) is None
+    assert await cache.get(key("plain")) == (b"plain" if stores(cache) else None)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_sets_and_gets_never_mix_values(cache: Cache) -> None:
+    users = [f"user{i}" for i in range(200)]
+
+    async def write_then_read(user: str) -> bytes | None:
+        await cache.set(key(user), user.encode(), user, MODEL)
+        return await cache.get(key(user))
+
+    got = await asyncio.gather(*(write_then_read(u) for u in users))
+    assert got == [u.encode() if stores(cache) else None for u in users]
+    await asyncio.gather(*(cache.invalidate_user(MODEL, u) for u in users[::2]))
+    after = await asyncio.gather(*(cache.get(key(u)) for u in users))
+    assert after == [u.encode() if stores(cache) and i % 2 else None for i, u in enumerate(users)]
+
+
+@pytest.mark.asyncio
+async def test_empty_value_round_trips(cache: Cache) -> None:
+    await cache.set(key("u1"), b"", "u1", MODEL)
+    assert await cache.get(key("u1")) == (b"" if stores(cache) else None)

@@ -1,0 +1,157 @@
+"""Live history: capped per user, users isolated, Redis failures fall back in process."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from service import keys
+from service.breaker import CircuitBreaker
+from service.history import LiveHistory, MemoryHistory, RedisHistory
+from service.metrics import ServiceMetrics
+from service.redis_client import make_redis
+
+if TYPE_CHECKING:
+    from conftest import RedisServer
+
+MODEL = "cinesync"
+CAP = 5
+
+
+def redis_history(url: str, metrics: ServiceMetrics | None = None) -> RedisHistory:
+    client = make_redis(url, socket_timeout_s=0.5, connect_timeout_s=0.5, max_connections=8)
+    return RedisHistory(client, model=MODEL, cap=CAP, ttl_s=3600, timeout_s=0.5,
+                        breaker=CircuitBreaker(3, 0.3), metrics=metrics)  # fmt: skip
+
+
+async def close(history: LiveHistory) -> None:
+    await history.close()
+    if isinstance(history, RedisHistory):
+        await history._redis.aclose()
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def history(request: pytest.FixtureRequest) -> AsyncIterator[LiveHistory]:
+    impl: LiveHistory
+    if request.param == "memory":
+        impl = MemoryHistory(cap=CAP, max_users=1000)
+    else:
+        impl = redis_history(request.getfixturevalue("redis_url"))
+    yield impl
+    await close(impl)
+
+
+async def append_all(history: LiveHistory, user: str, items: list[str]) -> None:
+    for i, item in enumerate(items):
+        await history.append(user, item, 1_700_000_000.0 + i)
+
+
+@pytest.mark.asyncio
+async def test_recent_is_oldest_to_newest_and_capped(history: LiveHistory) -> None:
+    await append_all(history, "u1", [f"i{n}" for n in range(12)])
+    assert await history.recent("u1", 100) == ["i7", "i8", "i9", "i10", "i11"]
+    assert await history.recent("u1", 2) == ["i10", "i11"]
+    assert await history.recent("u1", 0) == []
+
+
+@pytest.mark.asyncio
+async def test_users_are_isolated(history: LiveHistory) -> None:
+    await append_all(history, "u1", ["a", "b"])
+    await append_all(history, "../u1", ["x"])
+    await append_all(history, "u2", ["c"])
+    assert await history.recent("u1", 10) == ["a", "b"]
+    assert await history.recent("../u1", 10) == ["x"]
+    assert await history.recent("u2", 10) == ["c"]
+    assert await history.recent("nobody", 10) == []
+
+
+@pytest.mark.asyncio
+async def test_a_repeat_of_the_last_item_collapses_but_a_later_return_is_kept(
+    history: LiveHistory,
+) -> None:
+    await append_all(history, "u1", ["a", "a", "b", "b", "b", "a", "ü/é"])
+    assert await history.recent("u1", 10) == ["a", "b", "a", "ü/é"]
+
+
+@pytest.mark.asyncio
+async def test_a_flood_for_one_user_keeps_the_cap_and_spares_the_others(
+    history: LiveHistory,
+) -> None:
+    await append_all(history, "victim", ["v1", "v2"])
+    await append_all(history, "flooder", [f"i{n % 50}" for n in range(2000)])
+    assert len(await history.recent("flooder", 10_000)) == CAP
+    assert await history.recent("victim", 10) == ["v1", "v2"]
+
+
+@pytest.mark.asyncio
+async def test_redis_keeps_a_capped_list_with_a_ttl(redis_url: str) -> None:
+    history = redis_history(redis_url)
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        await append_all(history, "u1", [f"i{n}" for n in range(20)])
+        key = keys.events_key(MODEL, "u1")
+        assert await raw.llen(key) == CAP
+        assert 0 < await raw.pttl(key) <= 3_600_000
+        # Another process's view (a second replica) sees the same events.
+        replica = redis_history(redis_url)
+        assert await replica.recent("u1", 3) == ["i17", "i18", "i19"]
+        await close(replica)
+    finally:
+        await raw.aclose()
+        await close(history)
+
+
+@pytest.mark.asyncio
+async def test_redis_down_falls_back_in_process_and_never_raises(
+    private_redis: RedisServer,
+) -> None:
+    metrics = ServiceMetrics()
+    history = redis_history(private_redis.url, metrics)
+    try:
+        await append_all(history, "u1", ["a", "b"])
+        private_redis.stop()
+        await append_all(history, "u1", ["c"])
+        await append_all(history, "u2", ["z"])
+        assert await history.recent("u1", 10) == ["a", "b", "c"]
+        assert await history.recent("u2", 10) == ["z"]
+
+        def fallbacks(op: str) -> float | None:
+            return metrics.registry.get_sample_value("cinesync_history_fallbacks_total", {"op": op})
+
+        assert fallbacks("append") == 2
+        assert fallbacks("recent") == 2
+        assert history.breaker.state == "open"
+    finally:
+        await close(history)
+
+
+def test_the_memory_store_holds_a_bounded_number_of_users() -> None:
+    store = MemoryHistory(cap=3, max_users=100)
+    for n in range(1000):
+        store.append_now(f"user{n}", "a")
+    assert len(store) == 100
+    assert store.recent_now("user999", 5) == ["a"]
+    assert store.recent_now("user0", 5) == []  # least recently used went first
+
+
+def test_the_memory_store_does_not_keep_huge_user_ids() -> None:
+    store = MemoryHistory(cap=3, max_users=10)
+    huge = "x" * 1_000_000
+    store.append_now(huge, "a")
+    assert store.recent_now(huge, 5) == ["a"]
+    assert all(sys.getsizeof(k) < 200 for k in store._users)
+
+
+@pytest.mark.parametrize("item", ["", "x" * 257])
+def test_item_ids_outside_the_size_limit_are_refused(item: str) -> None:
+    with pytest.raises(ValueError, match="item id"):
+        MemoryHistory().append_now("u1", item)
+
+
+def test_histories_satisfy_the_protocol(history: LiveHistory) -> None:
+    assert isinstance(history, LiveHistory)
