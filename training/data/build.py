@@ -81,21 +81,17 @@ def build_dataset(
     user_ext = interactions["user_id"].astype(str).to_numpy()
     item_ext = interactions["item_id"].astype(str).to_numpy()
     user_ids = sorted_ids(user_ext)
-    if items is not None:
-        catalogue = sorted_ids(items["item_id"].astype(str).to_numpy())
-        missing = np.setdiff1d(np.unique(item_ext), catalogue)
-        if len(missing):
-            raise DataError(
-                f"{source}: {len(missing)} item id(s) are not in {items_source} "
-                f"(e.g. {', '.join(map(repr, missing[:3].tolist()))}); every interacted item "
-                f"must be listed in the items file"
-            )
-    else:
-        catalogue = sorted_ids(item_ext)
+    catalogue = sorted_ids(item_ext if items is None else items["item_id"].astype(str).to_numpy())
     item_ids = np.concatenate([np.array([""]), catalogue]).astype(str)
-
     users = pd.Index(user_ids).get_indexer(user_ext).astype(np.int32)
     items_idx = (pd.Index(catalogue).get_indexer(item_ext) + 1).astype(np.int32)
+    if (items_idx == 0).any():
+        missing = np.unique(item_ext[items_idx == 0])
+        raise DataError(
+            f"{source}: {len(missing)} item id(s) are not in {items_source} "
+            f"(e.g. {', '.join(map(repr, missing[:3].tolist()))}); every interacted item "
+            f"must be listed in the items file"
+        )
     timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
     order = np.lexsort((items_idx, timestamps, users))
     ratings = None

@@ -54,6 +54,9 @@ def _fetch(archive: Archive, dest: Path, timeout: float) -> None:
                         f"{archive.url}: larger than {archive.max_bytes} bytes; refused"
                     )
                 out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise DataError(f"{archive.url}: download failed (HTTP {exc.code} {exc.reason})") from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DataError(f"{archive.url}: download failed ({exc})") from exc
 

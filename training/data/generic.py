@@ -2,7 +2,8 @@
 
 A PATH is a folder holding interactions.csv|interactions.parquet (and optionally
 items.csv|items.parquet), or a single interactions file.
-- interactions: user_id, item_id, timestamp (integer seconds or ISO 8601 datetime), optional rating.
+- interactions: user_id, item_id, timestamp (integer seconds or ISO 8601 datetime, per row),
+  optional rating.
 - items: item_id, title, optional genres ("A|B"), optional year (else parsed from "Title (1995)"),
   optional tags. Item ids must be unique.
 Policy: when an items file is given it is the catalogue, and an interaction with an item that is
@@ -93,13 +94,17 @@ def _timestamps(path: Path, values: pd.Series) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values):
         return values.to_numpy(dtype=np.int64)
     text = values.astype(str).str.strip()
-    if bool(text.str.fullmatch(r"[+-]?\d+").all()):
-        return text.astype(np.int64).to_numpy()
-    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        raise _bad(path, "timestamp", values, bad, "integer seconds or an ISO 8601 datetime")
-    return _seconds(stamps)
+    is_int = text.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
+    out = np.zeros(len(text), dtype=np.int64)
+    out[is_int] = text[is_int].astype(np.int64).to_numpy()
+    if not is_int.all():
+        stamps = pd.to_datetime(text[~is_int], errors="coerce", format="ISO8601", utc=True)
+        bad = np.zeros(len(text), dtype=bool)
+        bad[~is_int] = stamps.isna().to_numpy()
+        if bad.any():
+            raise _bad(path, "timestamp", values, bad, "integer seconds or an ISO 8601 datetime")
+        out[~is_int] = _seconds(stamps)
+    return out
 
 
 def read_interactions(path: Path) -> pd.DataFrame:

@@ -2,9 +2,10 @@
 
 - Zipf item popularity (exponent `zipf`, ranks shuffled over items).
 - Genre clusters: each item has a primary genre plus 0-2 others; each user prefers 1-3 genres.
-- Order carries signal: items of a genre form one random cycle (a fixed transition graph); with
-  probability `follow` a user's next item is the successor of the previous one, otherwise a jump
-  to a popular item of one of the user's genres (rarely any genre).
+- Order carries signal: a fixed transition graph gives each item one successor (a
+  popularity-weighted item of its genre); with probability `follow` a user's next item is the
+  successor of the previous one, otherwise a popularity-weighted jump within one of the user's
+  genres (5% of jumps go to any genre; more in top-up rounds for users who exhausted theirs).
 - Timestamps strictly increase within a user; repeats of an item within a user are dropped.
 Spec: "synthetic" or "synthetic:users=2000,items=1000,interactions=60000,genres=18,seed=0".
 """
@@ -117,7 +118,7 @@ class _Catalogue:
 
     primary: np.ndarray  # int64 [n] primary genre of each item (0-based item index)
     by_genre: np.ndarray  # int64 [n] item indices grouped by primary genre
-    succ: np.ndarray  # int64 [n] successor of each item: its genre's items form one cycle
+    succ: np.ndarray  # int64 [n] successor of each item (the transition graph)
     cum: np.ndarray  # float [n] genre k's segment of by_genre holds k + cumulative popularity
     present: np.ndarray  # genres that own at least one item
 
@@ -127,7 +128,10 @@ class _Catalogue:
         pop = 1.0 / np.arange(1, n + 1) ** cfg.zipf
         pop = pop[rng.permutation(n)]
         primary = rng.integers(0, g, n)
-        by_genre = np.lexsort((rng.random(n), primary))  # random cycle order within a genre
+        # within a genre, items form one cycle ordered by noisy descending popularity: following
+        # successors walks down a genre's "ladder" from a popular entry point, never repeating
+        ladder = -np.log(pop) + rng.normal(0.0, 1.0, n)
+        by_genre = np.lexsort((ladder, primary))
         start = np.searchsorted(primary[by_genre], np.arange(g + 1))
         pos = np.arange(n)
         genre_of_pos = primary[by_genre]
@@ -158,8 +162,10 @@ def _walk(
     prefs: np.ndarray,
     n_prefs: np.ndarray,
     prev: np.ndarray,
+    explore: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`steps[j]` more items for `users[j]`, continuing from `prev` (-1: no previous item).
+    """`steps[j]` more items for `users[j]`, continuing from `prev` (-1: none); `explore` is the
+    chance of a step outside the user's genres.
     Returns (user, item) flat arrays grouped by user in `users` order, chronological within."""
     order = np.argsort(-steps, kind="stable")  # longest first: active users form a prefix
     offsets = np.zeros(len(users) + 1, dtype=np.int64)
@@ -170,7 +176,7 @@ def _walk(
         rows = order[: active[t]]
         u = users[rows]
         genre = prefs[u, rng.integers(0, n_prefs[u])]
-        wander = rng.random(len(u)) < 0.05
+        wander = rng.random(len(u)) < explore
         genre[wander] = cat.present[rng.integers(0, len(cat.present), int(wander.sum()))]
         item = cat.sample(genre, rng)
         last = prev[u]
@@ -190,25 +196,37 @@ def generate(cfg: SyntheticConfig) -> Dataset:
     prev = np.full(cfg.users, -1, dtype=np.int64)
     chunks_u: list[np.ndarray] = []
     chunks_i: list[np.ndarray] = []
-    deficit = target
-    for _ in range(8):  # top up users whose walk repeated items until they reach their length
+    deficit = target.copy()
+    for round_ in range(8):  # top up users whose walk repeated items until they reach their length
         needy = np.flatnonzero(deficit > 0)
         if len(needy) == 0:
             break
         steps = np.ceil(deficit[needy] * 1.3).astype(np.int64) + 2
-        u, i = _walk(cat, cfg, rng, needy, steps, prefs, n_prefs, prev)
+        explore = min(1.0, 0.05 * 3**round_)  # users who exhausted their genres look further afield
+        u, i = _walk(cat, cfg, rng, needy, steps, prefs, n_prefs, prev, explore)
         chunks_u.append(u)
         chunks_i.append(i)
-        keys = np.unique(np.concatenate(chunks_u) * cfg.items + np.concatenate(chunks_i))
-        deficit = target - np.bincount(keys // cfg.items, minlength=cfg.users)
+        is_needy = np.zeros(cfg.users, dtype=bool)
+        is_needy[needy] = True
+        keys = np.concatenate(
+            [
+                cu[is_needy[cu]] * cfg.items + ci[is_needy[cu]]
+                for cu, ci in zip(chunks_u, chunks_i, strict=True)
+            ]
+        )
+        keys.sort()
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
+        deficit[needy] = (target - np.bincount(keys // cfg.items, minlength=cfg.users))[needy]
 
     user_of = np.concatenate(chunks_u)
     seq = np.concatenate(chunks_i)
     by_user = np.argsort(user_of, kind="stable")  # rounds were appended: stable keeps time order
     user_of, seq = user_of[by_user], seq[by_user]
-    _, first = np.unique(user_of * cfg.items + seq, return_index=True)
+    keys = user_of * cfg.items + seq
+    by_key = np.argsort(keys, kind="stable")  # first occurrence of each (user, item) comes first
+    sorted_keys = keys[by_key]
     keep = np.zeros(len(seq), dtype=bool)
-    keep[first] = True
+    keep[by_key[np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]]] = True
     user_of, seq = user_of[keep], seq[keep]
     starts = np.searchsorted(user_of, np.arange(cfg.users))
     within = np.arange(len(seq)) - starts[user_of] < target[user_of]

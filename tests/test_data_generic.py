@@ -1,0 +1,122 @@
+"""The generic interactions/items format: loads, and every bad file is named with its problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training.data import load_dataset
+from training.errors import DataError
+
+GOOD = "user_id,item_id,timestamp,rating\nu1,10,100,4\nu1,9,100,3.5\nu2,10,2020-01-01T00:00:00Z,5\n"
+ITEMS = "item_id,title,genres\n9,Nine (1999),Drama|Comedy\n10,Ten,\n11,Unwatched (2001),Horror\n"
+
+
+def _write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_folder_with_interactions_and_items_loads(tmp_path: Path) -> None:
+    good = GOOD.replace("2020-01-01T00:00:00Z", "200")
+    ds = load_dataset(str(_write(tmp_path / "d", {"interactions.csv": good, "items.csv": ITEMS})))
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (2, 3, 3)
+    assert ds.item_ids[ds.sequence(0)].tolist() == ["9", "10"]
+    meta = ds.item_meta.set_index("item_id")
+    assert meta.loc["9", "genres"] == ["Drama", "Comedy"]
+    assert meta.loc["9", "year"] == 1999
+    assert meta.loc["10", "genres"] == []
+    assert meta.loc["11", "title"] == "Unwatched"
+
+
+def test_iso_timestamps_become_epoch_seconds(tmp_path: Path) -> None:
+    text = "user_id,item_id,timestamp\na,1,2020-01-01T00:00:00Z\na,2,2020-01-01T00:00:01+00:00\n"
+    ds = load_dataset(str(_write(tmp_path, {"interactions.csv": text}) / "interactions.csv"))
+    assert ds.timestamps.tolist() == [1577836800, 1577836801]
+
+
+def test_parquet_interactions_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    stamps = pd.to_datetime(["2020-01-02", "2020-01-01"], utc=True)
+    pd.DataFrame({"user_id": [7, 7], "item_id": [1, 2], "timestamp": stamps}).to_parquet(path)
+    ds = load_dataset(str(path))
+    assert ds.item_ids[ds.sequence(0)].tolist() == ["2", "1"]
+    assert ds.timestamps.tolist() == [1577836800, 1577923200]
+
+
+CASES = {
+    "missing_file": ({"other.csv": GOOD}, "interactions.csv", "no interactions.csv"),
+    "missing_column": (
+        {"interactions.csv": "user_id,item_id\n1,2\n"},
+        "interactions.csv",
+        "missing column(s) timestamp",
+    ),
+    "empty_file": ({"interactions.csv": ""}, "interactions.csv", "empty"),
+    "header_only": (
+        {"interactions.csv": "user_id,item_id,timestamp\n"},
+        "interactions.csv",
+        "empty",
+    ),
+    "bad_timestamp": (
+        {"interactions.csv": "user_id,item_id,timestamp\n1,2,100\n1,3,yesterday\n"},
+        "interactions.csv",
+        "column 'timestamp'",
+    ),
+    "bad_rating": (
+        {"interactions.csv": "user_id,item_id,timestamp,rating\n1,2,100,4\n1,3,101,five\n"},
+        "interactions.csv",
+        "column 'rating'",
+    ),
+    "empty_user_id": (
+        {"interactions.csv": "user_id,item_id,timestamp\n1,2,100\n,3,101\n"},
+        "interactions.csv",
+        "column 'user_id'",
+    ),
+    "duplicate_item": (
+        {"interactions.csv": GOOD, "items.csv": ITEMS + "9,Nine again,\n"},
+        "items.csv",
+        "duplicate item_id '9'",
+    ),
+    "item_not_in_items_file": (
+        {"interactions.csv": GOOD + "u3,12,300,1\n", "items.csv": ITEMS},
+        "interactions.csv",
+        "'12'",
+    ),
+    "items_missing_title": (
+        {"interactions.csv": GOOD, "items.csv": "item_id,genres\n9,A\n"},
+        "items.csv",
+        "missing column(s) title",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_files_raise_an_error_naming_file_and_problem(tmp_path: Path, case: str) -> None:
+    files, file_name, problem = CASES[case]
+    folder = _write(tmp_path / case, files)
+    with pytest.raises(DataError) as info:
+        load_dataset(str(folder))
+    message = str(info.value)
+    assert file_name in message
+    assert problem in message
+
+
+def test_bad_value_message_gives_an_example_and_its_row(tmp_path: Path) -> None:
+    text = "user_id,item_id,timestamp\n1,2,100\n1,3,101\n1,4,soon\n"
+    with pytest.raises(DataError, match=r"got 'soon' at row 3 \(line 4\)"):
+        load_dataset(str(_write(tmp_path, {"interactions.csv": text})))
+
+
+def test_unknown_path_says_it_is_neither_a_file_nor_a_dataset_name(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset(str(tmp_path / "nope"))
+
+
+def test_both_csv_and_parquet_present_is_ambiguous(tmp_path: Path) -> None:
+    _write(tmp_path, {"interactions.csv": GOOD, "interactions.parquet": ""})
+    with pytest.raises(DataError, match="keep only one"):
+        load_dataset(str(tmp_path))
