@@ -1,0 +1,90 @@
+"""`Annotated` dependencies: handlers declare what they need (`RecommenderDep`, `AdminDep`, ...)
+and get the lifespan's resources from `app.state.cinesync`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import AdminDisabledError, InvalidRequestError, NotReadyError, UnauthorizedError
+from service.limits import RateLimiter
+from service.metrics import ServiceMetrics
+from service.recommender import Recommender
+from service.registry import ModelRegistry
+from service.settings import Settings
+from service.state import AppState
+
+_bearer = HTTPBearer(auto_error=False, description="CINESYNC_ADMIN_TOKEN")
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState | None = getattr(request.app.state, "cinesync", None)
+    if state is None:
+        raise NotReadyError("the service is starting")
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def _settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def _metrics(state: StateDep) -> ServiceMetrics:
+    return state.metrics
+
+
+def _registry(state: StateDep) -> ModelRegistry:
+    return state.registry
+
+
+def _recommender(state: StateDep) -> Recommender:
+    return state.recommender
+
+
+def _limiter(state: StateDep) -> RateLimiter:
+    return state.event_limiter
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(_metrics)]
+RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
+RecommenderDep = Annotated[Recommender, Depends(_recommender)]
+LimiterDep = Annotated[RateLimiter, Depends(_limiter)]
+
+
+def check_user_id(user_id: str) -> str:
+    """Printable, not blank (length is bounded by the path parameter's max_length)."""
+    if not user_id.strip() or not user_id.isprintable():
+        raise InvalidRequestError("user_id must be printable text and not blank")
+    return user_id
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def require_admin(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    settings: SettingsDep,
+) -> None:
+    """Bearer token compared in constant time (digests of equal length)."""
+    expected = settings.admin_token_value()
+    if expected is None:
+        raise AdminDisabledError("admin endpoints are disabled: set CINESYNC_ADMIN_TOKEN")
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(_digest(given), _digest(expected)) or not given:
+        raise UnauthorizedError("missing or wrong admin token")
+
+
+AdminDep = Depends(require_admin)
+
+
+def client_key(request: Request) -> str:
+    """The peer address (uvicorn rewrites it from X-Forwarded-For only for trusted proxies)."""
+    return request.client.host if request.client is not None else "unknown"

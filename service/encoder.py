@@ -1,0 +1,103 @@
+"""The query encoder: an ONNX Runtime session created from bytes (never from a path, and only
+after the model is checked to be self-contained), with providers checked and recorded."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from model_store.errors import StoreError
+from model_store.onnx_check import check_self_contained
+from service.errors import BundleLoadError
+from service.settings import EncoderSettings
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+INPUT = "history"
+QUERY = "query"
+ATTENTION = "attention"
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    query: np.ndarray  # float32 [B, D]
+    attention: np.ndarray | None  # float32 [B, L] over the (left-padded) input, or None
+
+
+def choose_providers(
+    settings: EncoderSettings, available: list[str]
+) -> tuple[list[str], str | None]:
+    """Providers to request, and a note when CUDA was asked for but is missing."""
+    if not settings.use_gpu:
+        return [CPU], None
+    if CUDA in available:
+        return [CUDA, CPU], None
+    reason = f"encoder.use_gpu is set but ONNX Runtime has no {CUDA} (available: {available})"
+    if settings.require_gpu:
+        raise BundleLoadError(reason + "; encoder.require_gpu forbids a CPU fallback")
+    log.warning("%s; falling back to %s", reason, CPU)
+    return [CPU], reason
+
+
+class Encoder:
+    """history int64 [B, L] (left-padded with 0) -> query [B, D], attention [B, L]."""
+
+    def __init__(self, model: bytes, max_len: int, settings: EncoderSettings, source: str) -> None:
+        try:
+            check_self_contained(model, source)
+        except StoreError as exc:
+            raise BundleLoadError(str(exc)) from exc
+        providers, self.fallback_reason = choose_providers(
+            settings, list(ort.get_available_providers())
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BundleLoadError(f"{source}: ONNX Runtime cannot load it: {exc}") from exc
+        self.providers: list[str] = list(self.session.get_providers())
+        if settings.use_gpu and settings.require_gpu and CUDA not in self.providers:
+            raise BundleLoadError(f"{source}: {CUDA} was requested but is not in use")
+        self.max_len = max_len
+        self.source = source
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if INPUT not in inputs or QUERY not in outputs:
+            raise BundleLoadError(
+                f"{self.source}: expected input {INPUT!r} and output {QUERY!r}, found inputs "
+                f"{sorted(inputs)} and outputs {outputs}"
+            )
+        if inputs[INPUT].type != "tensor(int64)":
+            raise BundleLoadError(f"{self.source}: input {INPUT!r} is {inputs[INPUT].type}")
+        self._outputs = [QUERY] + ([ATTENTION] if ATTENTION in outputs else [])
+
+    def batch(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Left-pad the last `max_len` items of each history into int64 [B, L]."""
+        tails = [np.asarray(h, dtype=np.int64)[-self.max_len :] for h in histories]
+        width = max(1, max((len(t) for t in tails), default=1))
+        out = np.zeros((len(tails), width), dtype=np.int64)
+        for row, tail in enumerate(tails):
+            if len(tail):
+                out[row, width - len(tail) :] = tail
+        return out
+
+    def encode(self, histories: list[np.ndarray]) -> EncoderOutput:
+        """Run the encoder on a batch of histories (internal ids, chronological)."""
+        result: list[Any] = self.session.run(self._outputs, {INPUT: self.batch(histories)})
+        query = np.asarray(result[0], dtype=np.float32)
+        attention = np.asarray(result[1], dtype=np.float32) if len(result) > 1 else None
+        return EncoderOutput(query, attention)

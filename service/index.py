@@ -1,0 +1,167 @@
+"""FAISS inner-product search over the real items (rows 1..n of the embedding matrix; row 0 is
+padding and never returned). Exact Flat for small catalogues, HNSW on CPU for large ones, IVF on
+request, a GPU index only when FAISS has GPU support (else a logged CPU fallback). Every
+approximate index is measured against exact search (`recall_at_10`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from service.errors import BundleLoadError
+from service.settings import IndexSettings
+
+log = logging.getLogger(__name__)
+
+IndexKind = Literal["auto", "flat", "hnsw", "ivf", "gpu"]
+MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means complains; nlist is clipped to fit
+
+
+def gpu_available() -> bool:
+    """True when this FAISS build has GPU support and sees a device."""
+    return hasattr(faiss, "StandardGpuResources") and int(faiss.get_num_gpus()) > 0
+
+
+@dataclass
+class ItemIndex:
+    """A built index; ids it returns are internal item ids (1..n_items), -1 = no result."""
+
+    index: Any
+    embeddings: np.ndarray  # float32 [n_items + 1, D], row 0 = padding
+    kind: str  # what was built: flat | hnsw | ivf | gpu-flat | gpu-ivf
+    exact: bool
+    fallback_reason: str | None = None
+    _gpu_lock: threading.Lock | None = None
+    _keepalive: tuple[Any, ...] = ()  # objects FAISS needs alive (GPU resources)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.embeddings.shape[0]) - 1
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: (scores float32 [B, k'], ids int64 [B, k']), k' = min(k, n)."""
+        k = max(1, min(int(k), self.n_items))
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._gpu_lock is not None:  # GPU searches are kept to one thread at a time
+            with self._gpu_lock:
+                scores, rows = self.index.search(q, k)
+        else:
+            scores, rows = self.index.search(q, k)
+        ids = np.where(rows >= 0, rows + 1, -1).astype(np.int64)
+        return scores, ids
+
+    def exact_topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k with numpy (the oracle and the last-resort refill)."""
+        return exact_topk(self.embeddings, queries, k)
+
+
+def exact_topk(
+    embeddings: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k over rows 1..n (optionally only where `allowed[row]`)."""
+    scores = np.asarray(queries, dtype=np.float32) @ embeddings.T  # (B, n + 1)
+    scores[:, 0] = -np.inf
+    if allowed is not None:
+        scores[:, ~allowed] = -np.inf
+    k = max(1, min(int(k), scores.shape[1] - 1))
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top = np.take_along_axis(part_scores, order, axis=1)
+    ids[~np.isfinite(top)] = -1
+    return top.astype(np.float32), ids
+
+
+def _resolve(kind: str, n_items: int, params: IndexSettings) -> tuple[str, str | None]:
+    if kind == "gpu" and not gpu_available():
+        reason = "index.kind=gpu but this FAISS build has no GPU support or sees no GPU"
+        log.warning("%s; falling back to a CPU index", reason)
+        kind = "auto"
+        fallback: str | None = reason
+    else:
+        fallback = None
+    if kind == "auto":
+        kind = "flat" if n_items <= params.flat_max_items else "hnsw"
+    return kind, fallback
+
+
+def build_index(embeddings: np.ndarray, kind: str, params: IndexSettings) -> ItemIndex:
+    """Build the index of `kind` (auto | flat | hnsw | ivf | gpu) over rows 1..n."""
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise BundleLoadError(f"cannot index embeddings of shape {list(embeddings.shape)}")
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    items = emb[1:]
+    n, d = items.shape
+    resolved, fallback = _resolve(kind, n, params)
+    gpu_lock: threading.Lock | None = None
+    keepalive: tuple[Any, ...] = ()
+    index: Any
+    if resolved == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif resolved == "hnsw":
+        index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+    elif resolved == "ivf":
+        index = _ivf(items, params)
+    elif resolved == "gpu":
+        index, resolved, keepalive = _gpu(items, n, params)
+        gpu_lock = threading.Lock()
+    else:
+        raise BundleLoadError(f"unknown index kind {resolved!r}")
+    if resolved != "ivf":  # IVF vectors are added by _ivf after training
+        index.add(items)
+    exact = resolved in ("flat", "gpu-flat")
+    return ItemIndex(index, emb, resolved, exact, fallback, gpu_lock, keepalive)
+
+
+def _ivf(items: np.ndarray, params: IndexSettings) -> Any:
+    n, d = items.shape
+    nlist = max(1, min(params.nlist, n // MIN_POINTS_PER_CENTROID))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(items)
+    index.add(items)
+    index.nprobe = min(params.nprobe, nlist)
+    return index
+
+
+def _gpu(items: np.ndarray, n: int, params: IndexSettings) -> tuple[Any, str, tuple[Any, ...]]:
+    res = faiss.StandardGpuResources()  # pragma: no cover (needs a CUDA FAISS build)
+    d = items.shape[1]
+    if n <= params.flat_max_items:
+        return faiss.GpuIndexFlatIP(res, d), "gpu-flat", (res,)
+    nlist = max(1, min(params.nlist, n // MIN_POINTS_PER_CENTROID))
+    index = faiss.GpuIndexIVFFlat(res, d, nlist, faiss.METRIC_INNER_PRODUCT)  # type: ignore[attr-defined]
+    index.train(items)
+    index.nprobe = min(params.nprobe, nlist)
+    return index, "gpu-ivf", (res,)
+
+
+def recall_at_10(index: ItemIndex, queries: np.ndarray) -> float:
+    """Mean overlap of the index's top-10 with the exact top-10 over `queries` [B, D]."""
+    if len(queries) == 0:
+        return 1.0
+    k = min(10, index.n_items)
+    _, approx = index.search(queries, k)
+    _, exact = exact_topk(index.embeddings, queries, k)
+    hits = sum(
+        len(set(a[a > 0].tolist()) & set(e[e > 0].tolist()))
+        for a, e in zip(approx, exact, strict=True)
+    )
+    return hits / float(exact.shape[0] * k)
+
+
+def set_threads(n: int) -> None:
+    """FAISS (OpenMP) threads, so native threads don't oversubscribe the cores."""
+    faiss.omp_set_num_threads(int(n))

@@ -1,0 +1,144 @@
+"""Scoring and top-k for one user (blocking; the recommender runs it in a worker thread).
+
+Strategy by history length n: 0 -> popular; 1..n_content -> content; < n_full -> blend of
+content and collaborative scores with alpha = min(n / n_full, 1); otherwise sequential. The
+collaborative part of a blend is the encoder's dot product divided by |query| * max item norm
+(same ranking, bounded to [-1, 1] like the content cosine), so explain and recommend agree.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from service.bundle import Bundle
+
+Strategy = Literal["sequential", "blend", "content", "popular"]
+FETCH_GROWTH = 4
+
+
+@dataclass(frozen=True)
+class Query:
+    k: int
+    exclude_seen: bool
+    genres: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    strategy: Strategy
+    ids: np.ndarray  # int64 internal ids, best first
+    scores: np.ndarray  # float32
+    encoder_seconds: float
+    search_seconds: float
+
+
+def choose_strategy(n: int, n_full: int, n_content: int) -> Strategy:
+    if n == 0:
+        return "popular"
+    if n <= n_content:
+        return "content"
+    if n < n_full:
+        return "blend"
+    return "sequential"
+
+
+class Scorer:
+    """Scores of any items for one (bundle, history, strategy)."""
+
+    def __init__(self, bundle: Bundle, history: np.ndarray, strategy: Strategy, n_full: int):
+        self.bundle, self.history, self.strategy = bundle, history, strategy
+        self.alpha = {"sequential": 1.0, "content": 0.0, "popular": 0.0}.get(
+            strategy, min(len(history) / n_full, 1.0)
+        )
+        self.encoder_seconds = self.search_seconds = 0.0
+        self.query: np.ndarray | None = None
+        self.attention: np.ndarray | None = None
+        self.content_query: np.ndarray | None = None
+        if strategy in ("sequential", "blend"):
+            started = time.perf_counter()
+            out = bundle.encoder.encode([history])
+            self.encoder_seconds = time.perf_counter() - started
+            self.query = out.query[0]
+            self.attention = out.attention[0] if out.attention is not None else None
+        if strategy in ("blend", "content"):
+            mean = bundle.content_embeddings[history].mean(axis=0)
+            norm = float(np.linalg.norm(mean))
+            self.content_query = (mean / norm if norm > 0 else mean).astype(np.float32)
+
+    def _collab_query(self) -> np.ndarray:
+        assert self.query is not None
+        if self.strategy == "sequential":
+            return self.query
+        scale = float(np.linalg.norm(self.query)) * self.bundle.max_item_norm
+        return self.query / scale if scale > 0 else self.query
+
+    def score(self, ids: np.ndarray) -> np.ndarray:
+        """float32 scores of internal ids (higher is better)."""
+        b = self.bundle
+        if self.strategy == "popular":
+            top = max(int(b.catalog.popularity.max(initial=0)), 1)
+            return np.asarray(b.catalog.popularity[ids] / top, dtype=np.float32)
+        total = np.zeros(len(ids), dtype=np.float32)
+        if self.alpha > 0:
+            total += self.alpha * (b.item_embeddings[ids] @ self._collab_query())
+        if self.alpha < 1:
+            assert self.content_query is not None
+            total += (1 - self.alpha) * (b.content_embeddings[ids] @ self.content_query)
+        return total
+
+    def candidates(self, fetch: int) -> np.ndarray:
+        """Ids worth scoring: each part's index top-`fetch` (popular: the most popular)."""
+        b = self.bundle
+        if self.strategy == "popular":
+            return b.catalog.popular_order[:fetch]
+        started = time.perf_counter()
+        parts = []
+        if self.alpha > 0:
+            parts.append(b.index.search(self._collab_query()[None, :], fetch)[1][0])
+        if self.alpha < 1:
+            assert self.content_query is not None
+            parts.append(b.content_index.search(self.content_query[None, :], fetch)[1][0])
+        self.search_seconds += time.perf_counter() - started
+        ids = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        return ids[ids > 0]
+
+
+def _top(scorer: Scorer, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = scorer.score(ids)
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order], scores[order]
+
+
+def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_content: int) -> Ranked:
+    """Top `query.k` items for a user with `history` (internal ids, chronological)."""
+    strategy = choose_strategy(len(history), n_full, n_content)
+    scorer = Scorer(bundle, history, strategy, n_full)
+    n = bundle.n_items
+    genre_mask = bundle.catalog.genre_mask(query.genres) if query.genres else None
+    seen = np.unique(history) if query.exclude_seen and len(history) else history[:0]
+    k = min(query.k, n)
+    fetch = k + len(seen)
+    if genre_mask is not None:
+        share = max(float(genre_mask.sum()) / max(n, 1), 1e-3)
+        fetch = int(fetch / share) + k
+    while True:
+        ids = scorer.candidates(min(fetch, n))
+        if genre_mask is not None:
+            ids = ids[genre_mask[ids]]
+        if len(seen):
+            ids = ids[~np.isin(ids, seen)]
+        if len(ids) >= k or fetch >= n:
+            break
+        fetch *= FETCH_GROWTH
+    if len(ids) < k:  # an approximate index came back short: exact over every allowed item
+        allowed = genre_mask if genre_mask is not None else bundle.catalog.all_items_mask()
+        allowed = allowed.copy()
+        allowed[seen] = False
+        ids = np.flatnonzero(allowed).astype(np.int64)
+    top_ids, top_scores = _top(scorer, ids, k)
+    top_scores = np.nan_to_num(top_scores, nan=0.0, posinf=0.0, neginf=0.0)
+    return Ranked(strategy, top_ids, top_scores, scorer.encoder_seconds, scorer.search_seconds)

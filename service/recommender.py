@@ -1,0 +1,168 @@
+"""The request path (DESIGN section 4): read the bundle once -> cache key -> L1 -> L2 -> on a
+miss, one computation per key (single-flight): bundle history + live events -> strategy ->
+encoder and FAISS in a worker thread -> filter -> JSON -> L1 and L2. The cached payload is the
+response body without `user_id` and `cache`, which are spliced in per response."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import anyio.to_thread
+import numpy as np
+
+from service import keys
+from service.bundle import Bundle
+from service.cache import Tier, TieredCache
+from service.errors import NotReadyError, UnknownItemError
+from service.explain import Explanation, explain
+from service.exposure import OnlineExposure
+from service.history import LiveHistory
+from service.metrics import ServiceMetrics
+from service.ranking import Query, Ranked, rank
+from service.registry import ModelRegistry
+from service.singleflight import SingleFlight
+
+PAYLOAD_VERSION = 1  # bump when the cached payload's shape changes (it is in the key digest)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One /recommend answer: the body bytes plus what the metrics need."""
+
+    body: bytes
+    strategy: str
+    tier: Tier
+    version: int
+
+
+@dataclass(frozen=True)
+class _Computed:
+    payload: bytes
+    strategy: str
+
+
+def render_payload(bundle: Bundle, ranked: Ranked) -> bytes:
+    """b'{"model_version":V,"strategy":S,"items":[...]}' with pre-rendered item prefixes."""
+    prefixes = bundle.catalog.json_prefix
+    items = b",".join(
+        prefixes[i] + repr(round(float(s), 6)).encode() + b"}"
+        for i, s in zip(ranked.ids.tolist(), ranked.scores.tolist(), strict=True)
+    )
+    head = f'{{"model_version":{bundle.version},"strategy":"{ranked.strategy}","items":['
+    return head.encode() + items + b"]}"
+
+
+def splice(user_id: str, tier: Tier, payload: bytes) -> bytes:
+    """The response body: the payload with `user_id` and `cache` added in front."""
+    return (
+        b'{"user_id":'
+        + json.dumps(user_id).encode()
+        + b',"cache":"'
+        + tier.encode()
+        + b'",'
+        + payload[1:]
+    )
+
+
+class Recommender:
+    """Recommendations and explanations over whatever bundle the registry currently serves."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        cache: TieredCache,
+        history: LiveHistory,
+        metrics: ServiceMetrics,
+        exposure: OnlineExposure,
+        *,
+        n_full: int,
+        n_content: int,
+    ) -> None:
+        self.registry, self.cache, self.history = registry, cache, history
+        self.metrics, self.exposure = metrics, exposure
+        self.n_full, self.n_content = n_full, n_content
+        self._flights: SingleFlight[_Computed] = SingleFlight()
+
+    def bundle(self) -> Bundle:
+        bundle = self.registry.current  # read once per request
+        if bundle is None:
+            detail = self.registry.last_error or "the model is still loading"
+            raise NotReadyError(f"no model bundle is loaded: {detail}")
+        return bundle
+
+    async def user_history(self, bundle: Bundle, user_id: str) -> np.ndarray:
+        """Bundle history + live events mapped to this bundle's ids (unknown ids dropped)."""
+        known = bundle.users.get(user_id)
+        live = await self.history.recent(user_id, bundle.encoder.max_len)
+        index_of = bundle.catalog.index_of
+        mapped = [index_of[i] for i in live if i in index_of]
+        if not mapped:
+            return known
+        return np.concatenate([known, np.asarray(mapped, dtype=np.int64)])
+
+    async def recommend(
+        self, user_id: str, k: int, exclude_seen: bool, genres: str | None
+    ) -> Served:
+        bundle = self.bundle()
+        query = Query(k, exclude_seen, bundle.catalog.parse_genres(genres))
+        digest = keys.params_digest(
+            k=k, exclude_seen=exclude_seen, genres=list(query.genres), v=PAYLOAD_VERSION
+        )
+        key = keys.recs_key(bundle.name, bundle.version, user_id, digest)
+        cached, tier = await self.cache.get(key)
+        if cached is not None:
+            return Served(splice(user_id, tier, cached), _strategy_of(cached), tier, bundle.version)
+        snapshot = self.cache.snapshot()
+        flight = f"{key}#{snapshot}"  # a flight that began before an invalidation is not joined
+        computed = await self._flights.do(
+            flight, lambda: self._compute(bundle, user_id, query, key, snapshot)
+        )
+        return Served(
+            splice(user_id, "miss", computed.payload), computed.strategy, "miss", bundle.version
+        )
+
+    async def _compute(
+        self, bundle: Bundle, user_id: str, query: Query, key: str, snapshot: int
+    ) -> _Computed:
+        history = await self.user_history(bundle, user_id)
+        ranked = await anyio.to_thread.run_sync(
+            rank, bundle, history, query, self.n_full, self.n_content
+        )
+        if ranked.encoder_seconds:
+            self.metrics.encoder_duration.observe(ranked.encoder_seconds)
+        if ranked.search_seconds:
+            self.metrics.index_search_duration.observe(ranked.search_seconds)
+        payload = render_payload(bundle, ranked)
+        await self.cache.set(key, payload, user_id, bundle.name, snapshot=snapshot)
+        self.exposure.record([bundle.catalog.item_ids[i] for i in ranked.ids.tolist()])
+        return _Computed(payload, ranked.strategy)
+
+    async def explain(self, user_id: str, item_id: str) -> tuple[Bundle, Explanation]:
+        bundle = self.bundle()
+        item = bundle.catalog.index_of.get(item_id)
+        if item is None:
+            raise UnknownItemError(f"unknown item {item_id[:64]!r} in {bundle.label}")
+        history = await self.user_history(bundle, user_id)
+        result = await anyio.to_thread.run_sync(
+            explain, bundle, history, item, self.n_full, self.n_content
+        )
+        return bundle, result
+
+    async def record_event(self, user_id: str, item_id: str, ts: float) -> Bundle:
+        """Append to the live history, then drop the user's cached lists (read-your-writes)."""
+        bundle = self.bundle()
+        if item_id not in bundle.catalog.index_of:
+            raise UnknownItemError(f"unknown item {item_id[:64]!r} in {bundle.label}")
+        await self.history.append(user_id, item_id, ts)
+        await self.cache.invalidate_user(bundle.name, user_id)
+        return bundle
+
+
+def _strategy_of(payload: bytes) -> str:
+    """The strategy recorded in a cached payload (for the latency histogram's label)."""
+    start = payload.find(b'"strategy":"')
+    if start < 0:
+        return "none"
+    start += len(b'"strategy":"')
+    return payload[start : payload.find(b'"', start)].decode("ascii", "replace")
