@@ -1,0 +1,99 @@
+"""training.metrics (offline ranking metrics) against hand-computed tiny cases and an oracle."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training import metrics as M
+
+
+def test_top_k_breaks_score_ties_by_ascending_item_index() -> None:
+    scores = np.array([[0.0, 1.0, 3.0, 3.0, 2.0, 3.0]], dtype=np.float32)
+    assert M.top_k(scores, 2).tolist() == [[2, 3]]
+    assert M.top_k(scores, 4).tolist() == [[2, 3, 5, 4]]
+
+
+def test_top_k_matches_a_stable_full_sort_on_heavily_tied_scores() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(50, 300)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :17]
+    expected = np.where(np.take_along_axis(scores, order, axis=1) == -np.inf, M.PAD, order)
+    assert np.array_equal(M.top_k(scores, 17), expected)
+
+
+def test_top_k_pads_rows_with_fewer_rankable_items_than_k() -> None:
+    scores = np.array([[-np.inf, 0.5, -np.inf, 0.7]], dtype=np.float32)
+    assert M.top_k(scores, 3).tolist() == [[3, 1, M.PAD]]
+
+
+def test_relevance_marks_each_rows_own_targets_only() -> None:
+    lists = np.array([[4, 2, 9], [2, 7, 0]])
+    rel = M.relevance(lists, [np.array([2]), np.array([7, 4])])
+    assert rel.tolist() == [[False, True, False], [False, True, False]]
+
+
+def test_ndcg_single_target_at_rank_three_is_one_over_log2_four() -> None:
+    rel = np.array([[False, False, True, False]])
+    assert M.ndcg(rel, np.array([1]), 4)[0] == pytest.approx(0.5)
+    assert M.ndcg(rel, np.array([1]), 2)[0] == 0.0
+
+
+def test_ndcg_multi_target_uses_ideal_dcg_over_min_k_and_targets() -> None:
+    rel = np.array([[True, False, True]])
+    dcg = 1.0 + 1.0 / math.log2(4)
+    ideal_two = 1.0 + 1.0 / math.log2(3)
+    ideal_three = ideal_two + 1.0 / math.log2(4)
+    assert M.ndcg(rel, np.array([2]), 3)[0] == pytest.approx(dcg / ideal_two)
+    assert M.ndcg(rel, np.array([5]), 3)[0] == pytest.approx(dcg / ideal_three)
+
+
+def test_hit_rate_recall_and_mrr_by_hand() -> None:
+    rel = np.array([[False, True, False, True], [False, False, False, False]])
+    n_targets = np.array([4, 1])
+    assert M.hit_rate(rel, 1).tolist() == [0.0, 0.0]
+    assert M.hit_rate(rel, 2).tolist() == [1.0, 0.0]
+    assert M.recall(rel, n_targets, 4).tolist() == [0.5, 0.0]  # 2 hits of 4 targets
+    assert M.mrr(rel, 4).tolist() == [0.5, 0.0]
+    assert M.mrr(rel, 1).tolist() == [0.0, 0.0]
+
+
+def test_gini_of_equal_exposure_is_zero_and_of_one_item_in_four_is_three_quarters() -> None:
+    assert M.gini(np.array([3, 3, 3, 3])) == pytest.approx(0.0)
+    # sorted x = [0,0,0,4]: sum (2i - n - 1) x_i = 3 * 4 = 12, / (n * sum x) = 16
+    assert M.gini(np.array([0, 4, 0, 0])) == pytest.approx(0.75)
+    assert M.gini(np.zeros(5)) == 0.0
+
+
+def test_intra_list_diversity_skips_pairs_with_genre_less_items() -> None:
+    # items: 1 {A,B}, 2 {B}, 3 {C}, 4 no genres
+    genres = np.array([[0, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=bool)
+    lists = np.array([[1, 2, 3], [1, 4, 2], [4, 0, 3]])
+    div, valid = M.intra_list_diversity(lists, genres)
+    # row 0: J(1,2)=1/2, J(1,3)=0, J(2,3)=0 -> mean 1/6; row 1: only (1,2) -> 1/2
+    assert div[:2] == pytest.approx([1 - 1 / 6, 0.5])
+    assert valid.tolist() == [True, True, False]
+
+
+def test_self_information_is_laplace_smoothed_training_share() -> None:
+    info = M.self_information(np.array([0, 3, 1, 0]))  # 4 interactions, 3 items
+    assert info[0] == 0.0
+    assert info[1:] == pytest.approx([-math.log2(4 / 7), -math.log2(2 / 7), -math.log2(1 / 7)])
+
+
+def test_novelty_averages_over_real_items_only() -> None:
+    info = np.array([0.0, 1.0, 2.0, 6.0])
+    values, valid = M.novelty(np.array([[1, 3, 0], [0, 0, 0]]), info)
+    assert values[0] == pytest.approx(3.5)
+    assert valid.tolist() == [True, False]
+
+
+def test_serendipity_counts_hits_the_popularity_list_does_not_contain() -> None:
+    lists = np.array([[5, 2, 7]])
+    rel = M.relevance(lists, [np.array([2, 7])])
+    expected = np.array([[2, 1, 3]])
+    assert M.serendipity(lists, rel, expected)[0] == pytest.approx(1 / 3)
+    assert M.serendipity(lists, rel, lists)[0] == 0.0

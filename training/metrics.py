@@ -1,0 +1,139 @@
+"""Pure ranking-metric math on one batch of rows (no I/O, no model, no chunking).
+
+Conventions (DESIGN 6):
+- Ranking order is a total order: higher score first, ties broken by the lower item index.
+- An item scored -inf is never recommended; a row with fewer than K rankable items gets a shorter
+  list, padded with item 0 (padding), which is never relevant and never counted as exposure.
+- Multi-target rows (temporal split): recall@K = hits / |targets|, HR@K = 1 if any hit,
+  NDCG@K uses the ideal DCG of min(K, |targets|) hits, MRR@K = 1 / rank of the first hit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PAD = 0
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Item indices of the k best columns of every row, best first, int64 [B, k].
+
+    Deterministic: higher score first, equal scores by ascending item index. Entries whose score
+    is -inf are replaced by PAD. Cost O(B * n) time and memory (argpartition, no full sort).
+    """
+    b, n = scores.shape
+    k = min(k, n)
+    if k <= 0 or b == 0:
+        return np.zeros((b, max(k, 0)), dtype=np.int64)
+    # k-th best value per row; everything strictly better is in, ties at the threshold by index.
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    above = scores > kth[:, None]
+    at = scores == kth[:, None]
+    need = k - above.sum(axis=1)
+    crowded = np.flatnonzero(at.sum(axis=1) > need)  # rows where the threshold tie spills over
+    if crowded.size:
+        rank_at = np.cumsum(at[crowded], axis=1, dtype=np.int32)
+        at[crowded] &= rank_at <= need[crowded, None]
+    chosen = np.nonzero(above | at)[1].reshape(b, k)  # row-major: ascending index within a row
+    chosen_scores = np.take_along_axis(scores, chosen, axis=1)
+    order = np.argsort(-chosen_scores, axis=1, kind="stable")  # stable keeps index order on ties
+    lists = np.take_along_axis(chosen, order, axis=1)
+    lists[np.take_along_axis(chosen_scores, order, axis=1) == -np.inf] = PAD
+    return lists
+
+
+def relevance(lists: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
+    """bool [B, K]: whether lists[r, j] is one of row r's targets (PAD never is)."""
+    b, k = lists.shape
+    lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=b)
+    if b == 0 or lengths.sum() == 0:
+        return np.zeros((b, k), dtype=bool)
+    top_target = max(int(t.max()) for t in targets if len(t))
+    width = np.int64(max(int(lists.max(initial=0)), top_target) + 1)
+    target_keys = np.repeat(np.arange(b, dtype=np.int64), lengths) * width + np.concatenate(targets)
+    list_keys = np.arange(b, dtype=np.int64)[:, None] * width + lists
+    return np.asarray(np.isin(list_keys, target_keys) & (lists != PAD), dtype=bool)
+
+
+def ndcg(rel: np.ndarray, n_targets: np.ndarray, k: int) -> np.ndarray:
+    """Per-row NDCG@k, float64 [B]; ideal DCG over min(k, |targets|) hits."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = rel[:, :k] @ discounts[: rel[:, :k].shape[1]]
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_targets, k)]
+    return np.asarray(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0))
+
+
+def hit_rate(rel: np.ndarray, k: int) -> np.ndarray:
+    """Per-row HR@k: 1 if any target is in the top k."""
+    return np.asarray(rel[:, :k].any(axis=1), dtype=np.float64)
+
+
+def recall(rel: np.ndarray, n_targets: np.ndarray, k: int) -> np.ndarray:
+    """Per-row Recall@k = hits / |targets| (equals HR@k for one target)."""
+    hits = rel[:, :k].sum(axis=1).astype(np.float64)
+    return np.asarray(np.divide(hits, n_targets, out=np.zeros_like(hits), where=n_targets > 0))
+
+
+def mrr(rel: np.ndarray, k: int) -> np.ndarray:
+    """Per-row MRR@k: 1 / (1-based rank of the first hit), 0 without a hit in the top k."""
+    top = rel[:, :k]
+    first = top.argmax(axis=1)
+    return np.asarray(np.where(top.any(axis=1), 1.0 / (first + 1.0), 0.0), dtype=np.float64)
+
+
+def gini(exposure: np.ndarray) -> float:
+    """Gini coefficient of exposure counts over the whole catalogue (0 = equal, ~1 = one item)."""
+    x = np.sort(np.asarray(exposure, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    ranks = np.arange(1, n + 1)
+    return float(((2 * ranks - n - 1) * x).sum() / (n * total))
+
+
+def intra_list_diversity(lists: np.ndarray, genres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row 1 - mean pairwise genre Jaccard; genres is bool [n_items + 1, G].
+
+    Pairs where either item has no genres (or is PAD) are left out. Returns (diversity [B],
+    valid [B]): valid is False for a row with no pair left, whose diversity is 0 and must be
+    skipped when averaging.
+    """
+    g = genres[lists].astype(np.float32)  # [B, K, G]
+    inter = g @ g.transpose(0, 2, 1)  # [B, K, K]
+    size = g.sum(axis=2)  # [B, K]
+    union = size[:, :, None] + size[:, None, :] - inter
+    k = lists.shape[1]
+    upper = np.triu(np.ones((k, k), dtype=bool), 1)[None]
+    pair = upper & (size[:, :, None] > 0) & (size[:, None, :] > 0)
+    jaccard = np.divide(inter, union, out=np.zeros_like(inter), where=pair)
+    n_pairs = pair.sum(axis=(1, 2))
+    total = jaccard.sum(axis=(1, 2), dtype=np.float64)
+    mean_j = np.divide(total, n_pairs, out=np.zeros(len(lists)), where=n_pairs > 0)
+    return np.where(n_pairs > 0, 1.0 - mean_j, 0.0), n_pairs > 0
+
+
+def self_information(train_popularity: np.ndarray) -> np.ndarray:
+    """-log2 p(i) per item, p(i) = (c_i + 1) / (sum c + n_items): Laplace-smoothed share of
+    training interactions (finite for items never seen in training). Index 0 (PAD) -> 0."""
+    counts = np.asarray(train_popularity, dtype=np.float64).copy()
+    counts[PAD] = 0.0
+    n_items = len(counts) - 1
+    info = np.asarray(-np.log2((counts + 1.0) / (counts.sum() + n_items)), dtype=np.float64)
+    info[PAD] = 0.0
+    return info
+
+
+def novelty(lists: np.ndarray, info: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean self-information of the recommended (non-PAD) items; (values, valid)."""
+    real = lists != PAD
+    n = real.sum(axis=1)
+    total = np.where(real, info[lists], 0.0).sum(axis=1)
+    return np.divide(total, n, out=np.zeros(len(lists)), where=n > 0), n > 0
+
+
+def serendipity(lists: np.ndarray, rel: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per-row serendipity@K (Ge et al. 2010): |relevant items in the list that the primitive
+    recommender's list `expected` [B, K] does not contain| / K."""
+    k = lists.shape[1]
+    unexpected = ~(lists[:, :, None] == expected[:, None, :]).any(axis=2)
+    return np.asarray((rel & unexpected).sum(axis=1) / float(k), dtype=np.float64)
