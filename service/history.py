@@ -9,7 +9,7 @@ in process, ``max_users`` users (least recently used dropped first).
 ``RedisHistory`` keeps a capped list per user (Lua: compare last, RPUSH, LTRIM, PEXPIRE, one
 atomic round trip) and writes every event through to an in-process ``MemoryHistory`` too; when
 Redis fails or its breaker is open, reads and writes use that local store (counted), and nothing
-raises to the request. Events accepted during an outage live only in this process.
+raises to the request. Events accepted during an outage are pushed once Redis answers again.
 """
 
 from __future__ import annotations
@@ -32,12 +32,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_ITEM_ID_CHARS = 256
 
+# KEYS[1] = the user's list; ARGV = cap, ttl_ms, item...; a repeat of the last item collapses.
 _APPEND_LUA = """
-if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+local last = redis.call('LINDEX', KEYS[1], -1)
+for i = 3, #ARGV do
+  if ARGV[i] ~= last then
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    last = ARGV[i]
+  end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return redis.call('LLEN', KEYS[1])
 """
 
@@ -93,6 +98,12 @@ class MemoryHistory:
             events = self._users.get(keys.user_token(user_id))
             return [] if events is None else list(events)[-limit:]
 
+    def take(self, user_id: str) -> list[str]:
+        """Remove and return the user's events."""
+        with self._lock:
+            events = self._users.pop(keys.user_token(user_id), None)
+        return [] if events is None else list(events)
+
     async def append(self, user_id: str, item_id: str, ts: float) -> None:
         self.append_now(user_id, item_id)
 
@@ -105,7 +116,12 @@ class MemoryHistory:
 
 
 class RedisHistory:
-    """Redis capped lists, with an in-process store written through and used as the fallback."""
+    """Redis capped lists, with an in-process store written through and used as the fallback.
+
+    Events that could not reach Redis are kept (bounded) and pushed, in order, with the user's
+    next successful call; a user whose Redis list is empty while this process holds events (a
+    restarted Redis) gets the list re-seeded from the in-process store.
+    """
 
     def __init__(
         self,
@@ -130,6 +146,7 @@ class RedisHistory:
         self.breaker = breaker
         self.local = local if local is not None else MemoryHistory(cap=cap)
         self._metrics = metrics
+        self._unsynced = MemoryHistory(cap=cap, max_users=self.local.max_users)
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T | None:
         """The command's answer, or None when Redis failed, timed out or the breaker is open."""
@@ -144,28 +161,44 @@ class RedisHistory:
         self.breaker.record_success()
         return result
 
+    async def _push(self, user_id: str, items: list[str]) -> bool:
+        key = keys.events_key(self._model, user_id)
+        args: list[str | int] = [self.cap, self._ttl_ms, *items]
+        return await self._call(lambda: self._redis.eval(_APPEND_LUA, 1, key, *args)) is not None
+
     def _fallback(self, op: str) -> None:
         if self._metrics is not None:
             self._metrics.count_history_fallback(op)
 
     async def append(self, user_id: str, item_id: str, ts: float) -> None:
         self.local.append_now(user_id, item_id)
-        key = keys.events_key(self._model, user_id)
-        ok = await self._call(
-            lambda: self._redis.eval(_APPEND_LUA, 1, key, item_id, self.cap, self._ttl_ms)
-        )
-        if ok is None:
+        pending = self._unsynced.take(user_id)
+        if not await self._push(user_id, [*pending, item_id]):
+            for item in [*pending, item_id]:
+                self._unsynced.append_now(user_id, item)
             self._fallback("append")
 
     async def recent(self, user_id: str, limit: int) -> list[str]:
         if limit <= 0:
             return []
+        pending = self._unsynced.take(user_id)
+        if pending and not await self._push(user_id, pending):
+            for item in pending:
+                self._unsynced.append_now(user_id, item)
+            self._fallback("recent")
+            return self.local.recent_now(user_id, limit)
         key = keys.events_key(self._model, user_id)
         raw = await self._call(lambda: self._redis.lrange(key, -min(limit, self.cap), -1))
         if raw is None:
             self._fallback("recent")
             return self.local.recent_now(user_id, limit)
+        if not raw:
+            known = self.local.recent_now(user_id, self.cap)
+            if known:
+                await self._push(user_id, known)  # Redis lost the list (a restart): re-seed it
+            return known[-limit:]
         return [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
 
     async def close(self) -> None:
         await self.local.close()
+        await self._unsynced.close()

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Errors a Redis call may raise that mean "Redis is not answering properly": a miss, never a 5xx.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError, TimeoutError)
@@ -25,8 +26,9 @@ def make_redis(
 
     A caller that finds every connection busy waits at most ``pool_timeout_s`` (default: the
     socket timeout) and then gets a ``redis.ConnectionError`` — a miss for the caches — instead of
-    "Too many connections". Commands are not retried: callers have a time budget, and the
-    circuit breaker, not retries, deals with a Redis that is down.
+    "Too many connections". Only a connection error is retried, once and at once (a stale pooled
+    connection); callers have a time budget, and the circuit breaker deals with a Redis that is
+    down.
     """
     scheme = urlsplit(url).scheme
     if scheme not in {"redis", "rediss", "unix"}:
@@ -42,7 +44,9 @@ def make_redis(
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=connect_timeout_s,
         socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
+        # One immediate retry on a connection error only: a pooled connection that went stale
+        # (Redis restarted) is replaced at once; a timeout is never retried.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=0,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both

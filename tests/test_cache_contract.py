@@ -170,3 +170,56 @@ async def test_concurrent_sets_and_gets_never_mix_values(cache: Cache) -> None:
 async def test_empty_value_round_trips(cache: Cache) -> None:
     await cache.set(key("u1"), b"", "u1", MODEL)
     assert await cache.get(key("u1")) == (b"" if stores(cache) else None)
+
+
+# TieredCache specifics: which tier answered, L1 filled from L2, no stale write-back.
+
+
+@pytest_asyncio.fixture
+async def tiered(redis_url: str) -> AsyncIterator[TieredCache]:
+    cache = TieredCache(L1Cache(size=1000, ttl_s=60), _redis_cache(redis_url, 60))
+    yield cache
+    await cache.close()
+
+
+@pytest.mark.asyncio
+async def test_tiered_reports_the_tier_and_fills_l1_from_l2(tiered: TieredCache) -> None:
+    k = key("u1")
+    assert await tiered.get(k) == (None, "miss")
+    await tiered.l2.set(k, b"v", "u1", MODEL)  # e.g. written by another replica
+    assert await tiered.get(k) == (b"v", "l2")
+    assert await tiered.get(k) == (b"v", "l1")
+    await tiered.invalidate_user(MODEL, "u1")  # the L1 copy is indexed under the user too
+    assert await tiered.get(k) == (None, "miss")
+
+
+@pytest.mark.asyncio
+async def test_tiered_skips_a_write_computed_before_the_users_invalidation(
+    tiered: TieredCache,
+) -> None:
+    k = key("u1")
+    snapshot = tiered.snapshot()  # a miss starts computing with the old history ...
+    await tiered.invalidate_user(MODEL, "u1")  # ... an event arrives meanwhile ...
+    await tiered.set(k, b"stale", "u1", MODEL, snapshot=snapshot)  # ... the old answer lands
+    assert await tiered.get(k) == (None, "miss")
+    await tiered.set(key("u2"), b"u2", "u2", MODEL, snapshot=snapshot)  # others unaffected
+    assert await tiered.get(key("u2")) == (b"u2", "l1")
+
+
+@pytest.mark.asyncio
+async def test_tiered_does_not_refill_l1_from_an_l2_read_that_raced_an_invalidation(
+    tiered: TieredCache,
+) -> None:
+    k = key("u1")
+    await tiered.l2.set(k, b"old", "u1", MODEL)
+    real_get = tiered.l2.get
+
+    async def slow_get(key: str) -> bytes | None:
+        value = await real_get(key)  # read before the invalidation ...
+        await tiered.invalidate_user(MODEL, "u1")  # ... which completes before the reply lands
+        return value
+
+    tiered.l2.get = slow_get  # type: ignore[method-assign]
+    assert await tiered.get(k) == (b"old", "l2")  # served once, to the request that read it
+    tiered.l2.get = real_get  # type: ignore[method-assign]
+    assert await tiered.get(k) == (None, "miss")

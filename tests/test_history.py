@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -128,6 +129,45 @@ async def test_redis_down_falls_back_in_process_and_never_raises(
         assert history.breaker.state == "open"
     finally:
         await close(history)
+
+
+@pytest.mark.asyncio
+async def test_events_accepted_while_redis_was_paused_reach_redis_when_it_answers(
+    private_redis: RedisServer,
+) -> None:
+    history = redis_history(private_redis.url)
+    replica = redis_history(private_redis.url)
+    try:
+        await append_all(history, "u1", ["a", "b"])
+        private_redis.pause()
+        await append_all(history, "u1", ["c"])  # times out: kept in process
+        private_redis.resume()
+        await append_all(history, "u1", ["d"])
+        assert await replica.recent("u1", 10) == ["a", "b", "c", "d"]
+    finally:
+        await close(history)
+        await close(replica)
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_empty_redis_is_reseeded_from_the_process(
+    private_redis: RedisServer,
+) -> None:
+    history = redis_history(private_redis.url)
+    replica = redis_history(private_redis.url)
+    try:
+        await append_all(history, "u1", ["a", "b"])
+        private_redis.stop()
+        private_redis.start()  # no persistence: the lists are gone
+        for _ in range(100):
+            if history.breaker.allow():
+                break
+            await asyncio.sleep(0.02)
+        assert await history.recent("u1", 10) == ["a", "b"]
+        assert await replica.recent("u1", 10) == ["a", "b"]
+    finally:
+        await close(history)
+        await close(replica)
 
 
 def test_the_memory_store_holds_a_bounded_number_of_users() -> None:
