@@ -93,6 +93,12 @@ class ServiceMetrics:
             ["op"], registry=r,
         )  # fmt: skip
 
+        self._cache_children = {
+            (t, res): self.cache_requests.labels(t, res)
+            for t in CACHE_TIERS
+            for res in CACHE_RESULTS
+        }
+
     def observe_request(self, endpoint: str, strategy: str, tier: str, seconds: float) -> None:
         """Record one request's latency."""
         self.request_duration.labels(
@@ -109,9 +115,10 @@ class ServiceMetrics:
 
     def cache_result(self, tier: str, result: str) -> None:
         """Count one cache lookup (tier l1 | l2, result hit | miss | error)."""
-        if tier not in CACHE_TIERS or result not in CACHE_RESULTS:
+        child = self._cache_children.get((tier, result))
+        if child is None:
             raise ValueError(f"unknown cache tier/result {tier!r}/{result!r}")
-        self.cache_requests.labels(tier, result).inc()
+        child.inc()  # children bound once: this sits on the L1-hit path
 
     def count_reload(self, success: bool) -> None:
         self.reloads.labels("success" if success else "failure").inc()

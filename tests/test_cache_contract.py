@@ -49,7 +49,7 @@ def _redis_cache(url: str, ttl_s: float) -> RedisCache:
 MakeCache = Callable[[float], Cache]
 
 
-@pytest_asyncio.fixture(params=["l1", "redis", "null", "tiered"])
+@pytest_asyncio.fixture(params=["l1", "redis", "null", "tiered", "l1-off"])
 async def make_cache(request: pytest.FixtureRequest) -> AsyncIterator[MakeCache]:
     """Builds caches of one implementation with a given TTL; closes them afterwards."""
     made: list[Cache] = []
@@ -61,6 +61,8 @@ async def make_cache(request: pytest.FixtureRequest) -> AsyncIterator[MakeCache]
             impl = L1Cache(size=1000, ttl_s=ttl_s)
         elif request.param == "null":
             impl = NullCache()
+        elif request.param == "l1-off":
+            impl = L1Cache(size=0, ttl_s=ttl_s)  # CINESYNC_CACHE__L1_SIZE=0: stores nothing
         elif request.param == "redis":
             impl = _redis_cache(url, ttl_s)
         else:
@@ -83,7 +85,9 @@ def key(user: str, version: int = 1, **params: object) -> str:
 
 
 def stores(cache: Cache) -> bool:
-    return not isinstance(cache, NullCache)
+    return not isinstance(cache, NullCache) and not (
+        isinstance(cache, L1Cache) and not cache.enabled
+    )
 
 
 @pytest.mark.asyncio
