@@ -1,0 +1,182 @@
+"""SASRec model and losses: causality, padding invariance, attention, overfitting, objectives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from training.losses import FullSoftmaxLoss, build_loss, negative_distribution
+from training.models.sasrec import SASRec, SASRecConfig
+
+N_ITEMS = 30
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids thread hand-off costs on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(pos: str = "learned", **overrides: object) -> SASRec:
+    torch.manual_seed(0)
+    config = SASRecConfig(
+        n_items=N_ITEMS,
+        max_len=12,
+        dim=16,
+        n_layers=2,
+        n_heads=2,
+        dropout=0.0,
+        pos=pos,
+        **overrides,
+    )  # type: ignore[arg-type]
+    return SASRec(config).eval()
+
+
+def histories() -> torch.Tensor:
+    return torch.tensor([[0, 0, 0, 0, 3, 7, 9, 2, 11, 4], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_changing_a_later_item_never_changes_an_earlier_output(pos: str) -> None:
+    model = tiny(pos)
+    h = histories()
+    before = model(h)
+    for column in range(4, h.shape[1]):
+        changed = h.clone()
+        changed[:, column] = 17
+        after = model(changed)
+        torch.testing.assert_close(after[:, :column], before[:, :column], rtol=0, atol=1e-6)
+        assert (after[:, column:] - before[:, column:]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_query_does_not_depend_on_left_padding(pos: str) -> None:
+    model = tiny(pos)
+    items = torch.tensor([3, 7, 9, 2, 11])
+    rows = [torch.cat([torch.zeros(pad, dtype=torch.long), items]) for pad in (0, 1, 4, 7)]
+    queries = [model.query(r[None, :])[0] for r in rows]
+    attentions = [model.last_attention(r[None, :])[0, -len(items) :] for r in rows]
+    for q, a in zip(queries[1:], attentions[1:], strict=True):
+        torch.testing.assert_close(q, queries[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(a, attentions[0], rtol=0, atol=1e-5)
+
+
+def test_histories_longer_than_max_len_read_only_the_most_recent_items() -> None:
+    model = tiny()
+    long = torch.arange(1, 21)[None, :]  # 20 items, max_len 12
+    torch.testing.assert_close(model.query(long), model.query(long[:, -12:]))
+
+
+def test_fully_padded_rows_give_finite_outputs_and_zero_attention() -> None:
+    model = tiny()
+    empty = torch.zeros(2, 6, dtype=torch.long)
+    assert torch.isfinite(model(empty)).all()
+    assert torch.isfinite(model.query(empty)).all()
+    assert torch.equal(model.last_attention(empty), torch.zeros(2, 6))
+
+
+def test_last_attention_sums_to_one_and_is_zero_on_padding() -> None:
+    model = tiny()
+    weights = model.last_attention(histories())
+    assert weights.shape == (2, 10)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
+    assert torch.equal(weights[0, :4], torch.zeros(4))
+    assert (weights[0, 4:] > 0).all()
+
+
+def test_query_encoder_returns_the_query_and_the_attention() -> None:
+    model = tiny()
+    query, attention = model.query_encoder()(histories())
+    torch.testing.assert_close(query, model.query(histories()))
+    torch.testing.assert_close(attention, model.last_attention(histories()))
+    assert query.shape == (2, 16)
+    assert model.item_embeddings().shape == (N_ITEMS + 1, 16)
+
+
+def test_padding_embedding_row_is_zero() -> None:
+    assert torch.equal(tiny().item_embeddings()[0], torch.zeros(16))
+
+
+def test_a_tiny_model_overfits_a_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = SASRec(
+        SASRecConfig(n_items=N_ITEMS, max_len=8, dim=32, n_layers=1, n_heads=2, dropout=0.0)
+    )
+    seqs = torch.tensor(
+        [
+            [0, 0, 1, 2, 3, 4, 5, 6, 7],
+            [0, 8, 9, 10, 11, 12, 13, 14, 15],
+            [20, 19, 18, 17, 16, 21, 22, 23, 24],
+        ]
+    )
+    inputs, targets = seqs[:, :-1], seqs[:, 1:]
+    mask = inputs != 0
+    loss_fn = FullSoftmaxLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(80):
+        loss = loss_fn(model(inputs)[mask], model.item_embeddings(), targets[mask])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss.detach()) < 0.05
+    model.eval()
+    scores = model(inputs)[mask] @ model.item_embeddings().T
+    scores[:, 0] = -torch.inf
+    assert torch.equal(scores.argmax(dim=1), targets[mask])  # HR@1 == 1
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        SASRecConfig(n_items=5, dim=10, n_heads=3)
+    with pytest.raises(ValueError, match="pos must be one of"):
+        SASRecConfig(n_items=5, pos="sinusoid")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        SASRecConfig(n_items=5, loss="bpr")
+
+
+def test_label_smoothing_changes_the_loss() -> None:
+    torch.manual_seed(0)
+    hidden, items = torch.randn(12, 8), torch.randn(N_ITEMS + 1, 8)
+    targets = torch.randint(1, N_ITEMS + 1, (12,))
+    plain = build_loss("ce", 0.0)(hidden, items, targets)
+    smooth = build_loss("ce", 0.1)(hidden, items, targets)
+    assert abs(float(plain) - float(smooth)) > 1e-3
+    # the padding row is never a class: changing it leaves the loss unchanged
+    items2 = items.clone()
+    items2[0] = 100.0
+    torch.testing.assert_close(build_loss("ce", 0.1)(hidden, items2, targets), smooth)
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_sampled_softmax_trains_and_decreases_the_loss(negatives: str) -> None:
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=200, max_len=8, dim=16, n_layers=1, n_heads=1, dropout=0.0))
+    counts = np.arange(201)
+    loss_fn = build_loss("sampled", 0.05, n_negatives=32, negatives=negatives, item_counts=counts)
+    seqs = torch.randint(1, 201, (16, 9))
+    inputs, targets = seqs[:, :-1], seqs[:, 1:]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = loss_fn(model(inputs).reshape(-1, 16), model.item_embeddings(), targets.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_negative_distribution_never_samples_padding() -> None:
+    for kind in ("uniform", "popularity"):
+        probs = negative_distribution(kind, np.array([0, 5, 1, 0, 10]))
+        assert probs[0] == 0
+        torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
+    popular = negative_distribution("popularity", np.array([0, 5, 1, 0, 10]))
+    assert popular[4] > popular[1] > popular[2] > popular[3] > 0

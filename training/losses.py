@@ -1,0 +1,99 @@
+"""Next-item objectives over hidden states and the shared item embedding table.
+
+Every loss takes `hidden` (N, D) for the N non-padding positions of a batch, the item table
+(n_items + 1, D) whose row 0 is padding, and `targets` (N,) in 1..n_items.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class SequenceLoss(Protocol):
+    def __call__(
+        self, hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
+def smoothed_nll(logits: torch.Tensor, valid: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy with the target in column 0, over the columns where `valid` is True."""
+    logp = logits.float().masked_fill(~valid, float("-inf")).log_softmax(dim=-1)  # (N, C)
+    nll = -logp[:, 0]
+    if label_smoothing == 0.0:
+        return nll.mean()
+    uniform = -(logp.masked_fill(~valid, 0.0).sum(dim=-1) / valid.sum(dim=-1))
+    return ((1.0 - label_smoothing) * nll + label_smoothing * uniform).mean()
+
+
+class FullSoftmaxLoss:
+    """Softmax cross-entropy over the whole catalogue ("SASRec+"); padding is never a class."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def __call__(
+        self, hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        logits = hidden @ items[1:].T  # (N, n_items)
+        return F.cross_entropy(logits.float(), targets - 1, label_smoothing=self.label_smoothing)
+
+
+class SampledSoftmaxLoss:
+    """Softmax over the target and K shared negatives, with logQ correction for their sampling
+    probability (uniform negatives need none); negatives equal to the target are masked out."""
+
+    def __init__(self, n_negatives: int, probs: torch.Tensor, label_smoothing: float = 0.0) -> None:
+        self.n_negatives = n_negatives
+        self.probs = probs  # (n_items + 1,), probs[0] == 0
+        self.log_q = torch.log(probs.clamp_min(1e-12) * n_negatives)
+        self.label_smoothing = label_smoothing
+
+    def __call__(
+        self, hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        negatives = torch.multinomial(self.probs, self.n_negatives, replacement=True)  # (K,)
+        negatives = negatives.to(hidden.device)
+        log_q = self.log_q.to(hidden.device)
+        pos = (hidden * items[targets]).sum(dim=-1) - log_q[targets]  # (N,)
+        neg = hidden @ items[negatives].T - log_q[negatives][None, :]  # (N, K)
+        logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + K)
+        valid = torch.ones_like(logits, dtype=torch.bool)
+        valid[:, 1:] = negatives[None, :] != targets[:, None]
+        return smoothed_nll(logits, valid, self.label_smoothing)
+
+
+def negative_distribution(kind: str, item_counts: np.ndarray, power: float = 0.75) -> torch.Tensor:
+    """Sampling probabilities over 0..n_items (0 never sampled): uniform or popularity**power."""
+    counts = np.asarray(item_counts, dtype=np.float64).copy()
+    if kind == "uniform":
+        weights = np.ones_like(counts)
+    elif kind == "popularity":
+        weights = (counts + 1.0) ** power
+    else:
+        raise ValueError(f"unknown negative sampler {kind!r} (uniform | popularity)")
+    weights[0] = 0.0
+    return torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
+
+
+def build_loss(
+    kind: str,
+    label_smoothing: float,
+    n_negatives: int = 256,
+    negatives: str = "uniform",
+    item_counts: np.ndarray | None = None,
+    n_items: int | None = None,
+) -> SequenceLoss:
+    if kind == "ce":
+        return FullSoftmaxLoss(label_smoothing)
+    if kind == "sampled":
+        if item_counts is None:
+            if n_items is None:
+                raise ValueError("sampled softmax needs item_counts or n_items")
+            item_counts = np.ones(n_items + 1)
+        probs = negative_distribution(negatives, item_counts)
+        return SampledSoftmaxLoss(n_negatives, probs, label_smoothing)
+    raise ValueError(f"unknown loss {kind!r} (ce | sampled)")
