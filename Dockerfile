@@ -87,6 +87,7 @@ COPY --from=wheel /wheels /wheels
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 ENV CINESYNC_STORE_DIR=/store \
     CINESYNC_ENV=production \
+    CINESYNC_ENCODER__USE_GPU=true \
     CINESYNC_INDEX__KIND=gpu
 USER cinesync
 EXPOSE 8000

@@ -1,0 +1,51 @@
+"""Helpers for the live operations tests: a store holding one real tiny bundle (built once per
+pytest session, shared by every module that asks) and the real `cinesync serve` as a child
+process with Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from loadtests.service_process import ServiceProcess, running
+from model_store.store import ModelStore
+
+MODEL = "cinesync"
+
+
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store whose LATEST is a tiny SASRec bundle trained by the real training code."""
+    root = tmp_path_factory.getbasetemp() / "ops-tiny-store"
+    if ModelStore(root).latest(MODEL) is None:
+        from training.tiny_bundle import make_tiny_bundle
+
+        bundle = make_tiny_bundle(tmp_path_factory.mktemp("ops-tiny-bundle"))
+        ModelStore(root).publish(MODEL, bundle)
+    return root
+
+
+def service_env(store: Path, redis_url: str, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CINESYNC_")}
+    env.update({
+        "CINESYNC_ENV": "development",
+        "CINESYNC_STORE_DIR": str(store),
+        "CINESYNC_MODEL_NAME": MODEL,
+        "CINESYNC_REDIS__URL": redis_url,
+        "CINESYNC_LOG_LEVEL": "WARNING",
+        "CINESYNC_EVENTS__RATE_PER_S": "10000",  # one load generator = one client
+        "CINESYNC_EVENTS__BURST": "10000",
+    })  # fmt: skip
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def live_service(store: Path, redis_url: str, log_dir: Path) -> Iterator[ServiceProcess]:
+    """`cinesync serve` on a free loopback port, ready (bundle loaded and warmed)."""
+    with running(env=service_env(store, redis_url), log_path=log_dir / "service.log") as svc:
+        yield svc
