@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from training.baselines.base import binary_matrix
 from training.errors import ConfigError
@@ -20,11 +20,10 @@ DENSE_GRAM_BYTES = 1 << 30  # X'X through dense BLAS when X fits in this (much f
 
 
 def _gram(x: sp.csr_matrix) -> np.ndarray:
-    """X'X as a dense float64 array."""
+    """X'X as a Fortran-ordered float64 array whose upper triangle is valid."""
     if x.shape[0] * x.shape[1] * 8 <= DENSE_GRAM_BYTES:
-        dense = x.toarray().astype(np.float64)
-        return np.asarray(dense.T @ dense)
-    return np.asarray((x.T @ x).toarray(), dtype=np.float64)
+        return np.asarray(blas.dsyrk(1.0, x.toarray().astype(np.float64), trans=1, lower=0))
+    return np.asarray((x.T @ x).toarray(), dtype=np.float64).T  # symmetric: .T is Fortran order
 
 
 def _mirror_upper(a: np.ndarray, block: int = 1024) -> None:
@@ -58,13 +57,17 @@ class EASE:
             )
         gram = _gram(x[:, active])
         gram[np.diag_indices_from(gram)] += self.lam
-        # gram is symmetric, so its transpose (a Fortran-ordered view) lets LAPACK work in place
-        chol, info = lapack.dpotrf(gram.T, lower=0, overwrite_a=1)
+        # Fortran order lets LAPACK work in place; only the upper triangle is read.
+        # G = U'U; P = G^-1 = U^-1 U^-T (dtrtri + dsyrk: dpotri's dlauum stalls on small n here)
+        chol, info = lapack.dpotrf(gram, lower=0, clean=1, overwrite_a=1)
         if info != 0:
             raise ConfigError(f"ease: X'X + lam I is not positive definite (LAPACK info {info})")
-        p, info = lapack.dpotri(chol, lower=0, overwrite_c=1)
+        u_inv, info = lapack.dtrtri(chol, lower=0, overwrite_c=1)
         if info != 0:
             raise ConfigError(f"ease: inversion failed (LAPACK info {info})")
+        del gram, chol
+        p = blas.dsyrk(1.0, u_inv, lower=0)  # upper triangle of U^-1 U^-T
+        del u_inv
         _mirror_upper(p)
         p /= -np.diag(p)[None, :]  # B = I - P diag(1/diag(P)), with diag(B) = 0
         np.fill_diagonal(p, 0.0)
