@@ -101,3 +101,8 @@ def _index_key(model: str, uid: str) -> str:
 def events_key(model: str, user_id: str) -> str:
     """The capped list of a user's live events (external item ids, oldest first)."""
     return f"{PREFIX}:{_model(model)}:events:{user_token(user_id)}"
+
+
+def invalidation_channel(model: str) -> str:
+    """The pub/sub channel on which replicas announce a user's invalidation (L1 of the others)."""
+    return f"{PREFIX}:{_model(model)}:invalidate"

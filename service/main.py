@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task = asyncio.create_task(_initial_load(state))
         state.background.add(task)
         task.add_done_callback(state.background.discard)
+        if state.invalidations is not None:
+            state.background.add(asyncio.create_task(state.invalidations.run()))
         log.info(
             "service started",
             extra={

@@ -6,6 +6,7 @@ response body without `user_id` and `cache`, which are spliced in per response."
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -78,10 +79,12 @@ class Recommender:
         *,
         n_full: int,
         n_content: int,
+        announce: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.registry, self.cache, self.history = registry, cache, history
         self.metrics, self.exposure = metrics, exposure
         self.n_full, self.n_content = n_full, n_content
+        self.announce = announce  # tells the other replicas to drop the user from their L1
         self._flights: SingleFlight[_Computed] = SingleFlight()
 
     def bundle(self) -> Bundle:
@@ -156,6 +159,8 @@ class Recommender:
             raise UnknownItemError(f"unknown item {item_id[:64]!r} in {bundle.label}")
         await self.history.append(user_id, item_id, ts)
         await self.cache.invalidate_user(bundle.name, user_id)
+        if self.announce is not None:
+            await self.announce(user_id)
         return bundle
 
 

@@ -20,6 +20,7 @@ from service.cache_redis import RedisCache
 from service.exposure import OnlineExposure
 from service.history import LiveHistory, MemoryHistory, RedisHistory
 from service.index import set_threads
+from service.invalidation import Invalidations
 from service.limits import RateLimiter
 from service.metrics import ServiceMetrics
 from service.recommender import Recommender
@@ -51,6 +52,7 @@ class AppState:
     event_limiter: RateLimiter
     redis: aioredis.Redis | None = None
     redis_reachable_at_start: bool | None = None
+    invalidations: Invalidations | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -83,57 +85,81 @@ def _on_swap(metrics: ServiceMetrics, exposure: OnlineExposure, bundle: Bundle) 
     exposure.reset()
 
 
-async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle) -> AppState:
-    """Build every resource; Redis is optional and never a reason not to start."""
-    set_threads(settings.faiss_threads)
-    store = ModelStore(settings.store_dir)
-    redis_client: aioredis.Redis | None = None
-    reachable: bool | None = None
-    l2: Cache = NullCache()
-    local = MemoryHistory(cap=settings.events.history_cap, max_users=settings.events.max_users)
-    history: LiveHistory = local
+@dataclass
+class _RedisParts:
+    client: aioredis.Redis
+    reachable: bool
+    l2: Cache
+    history: LiveHistory
+    breaker: CircuitBreaker
+
+
+async def _open_redis(
+    settings: Settings, metrics: ServiceMetrics, local: MemoryHistory
+) -> _RedisParts | None:
     rs = settings.redis
     if rs.url is None:
         log.info(
             "no Redis configured (CINESYNC_REDIS__URL unset): L1 cache and in-process "
             "live history only"
         )
+        return None
+    client = make_redis(
+        rs.url,
+        socket_timeout_s=rs.socket_timeout_s,
+        connect_timeout_s=rs.connect_timeout_s,
+        max_connections=rs.max_connections,
+    )
+    breaker = CircuitBreaker(
+        rs.breaker_failures, rs.breaker_reset_s, on_change=metrics.set_breaker_open
+    )
+    reachable = await probe_redis(client, rs.connect_timeout_s)
+    if reachable:
+        log.info("Redis reachable", extra={"redis": redacted(rs.url)})
     else:
-        redis_client = make_redis(
-            rs.url,
-            socket_timeout_s=rs.socket_timeout_s,
-            connect_timeout_s=rs.connect_timeout_s,
-            max_connections=rs.max_connections,
+        log.warning(
+            "Redis unreachable at start: serving from L1 only until it answers",
+            extra={"redis": redacted(rs.url)},
         )
-        breaker = CircuitBreaker(
-            rs.breaker_failures, rs.breaker_reset_s, on_change=metrics.set_breaker_open
-        )
-        reachable = await probe_redis(redis_client, rs.connect_timeout_s)
-        if reachable:
-            log.info("Redis reachable", extra={"redis": redacted(rs.url)})
-        else:
-            log.warning(
-                "Redis unreachable at start: serving from L1 only until it answers",
-                extra={"redis": redacted(rs.url)},
-            )
-        if settings.cache.l2_enabled:
-            l2 = RedisCache(
-                redis_client,
-                ttl_s=settings.cache.l2_ttl_s,
-                timeout_s=rs.socket_timeout_s,
-                breaker=breaker,
-                metrics=metrics,
-            )
-        history = RedisHistory(
-            redis_client,
-            model=settings.model_name,
-            cap=settings.events.history_cap,
+    l2: Cache = NullCache()
+    if settings.cache.l2_enabled:
+        l2 = RedisCache(
+            client,
+            ttl_s=settings.cache.l2_ttl_s,
             timeout_s=rs.socket_timeout_s,
             breaker=breaker,
-            local=local,
             metrics=metrics,
         )
-    cache = TieredCache(L1Cache(settings.cache.l1_size, settings.cache.l1_ttl_s, metrics), l2)
+    history = RedisHistory(
+        client,
+        model=settings.model_name,
+        cap=settings.events.history_cap,
+        timeout_s=rs.socket_timeout_s,
+        breaker=breaker,
+        local=local,
+        metrics=metrics,
+    )
+    return _RedisParts(client, reachable, l2, history, breaker)
+
+
+async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle) -> AppState:
+    """Build every resource; Redis is optional and never a reason not to start."""
+    set_threads(settings.faiss_threads)
+    store = ModelStore(settings.store_dir)
+    local = MemoryHistory(cap=settings.events.history_cap, max_users=settings.events.max_users)
+    redis = await _open_redis(settings, metrics, local)
+    l1 = L1Cache(settings.cache.l1_size, settings.cache.l1_ttl_s, metrics)
+    cache = TieredCache(l1, redis.l2 if redis is not None else NullCache())
+    invalidations = None
+    if redis is not None:
+        invalidations = Invalidations(
+            redis.client,
+            settings.model_name,
+            cache.invalidate_user,
+            breaker=redis.breaker,
+            timeout_s=settings.redis.socket_timeout_s,
+        )
+    history: LiveHistory = redis.history if redis is not None else local
     exposure = metrics.online_exposure(settings.exposure_window, 0)
     metrics.set_bundle_ready(False)
     registry = ModelRegistry(
@@ -149,6 +175,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         exposure,
         n_full=settings.n_full,
         n_content=settings.n_content,
+        announce=invalidations.publish if invalidations is not None else None,
     )
     limiter = RateLimiter(
         settings.events.rate_per_s, settings.events.burst, settings.events.max_clients
@@ -164,8 +191,9 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         history,
         exposure,
         limiter,
-        redis_client,
-        reachable,
+        redis.client if redis is not None else None,
+        redis.reachable if redis is not None else None,
+        invalidations,
     )
 
 
@@ -176,8 +204,10 @@ def _load(store: ModelStore, settings: Settings, version: int | None) -> Bundle:
 async def close_state(state: AppState) -> None:
     """Close caches, live history and the Redis client (each at most once)."""
     state.metrics.set_bundle_ready(False)
-    for task in list(state.background):
+    tasks = list(state.background)
+    for task in tasks:
         task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await state.cache.close()
     await state.history.close()
     if state.redis is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["service_fixtures"]  # the service's app/store fixtures (tests/service_fixtures.py)
 
 
 def free_port() -> int:

@@ -1,0 +1,89 @@
+"""Read-your-writes across replicas: a replica that takes an event invalidates the user in its
+own L1 and in Redis at once, then announces it on a Redis pub/sub channel; every other replica
+drops the user from its L1 on receipt (milliseconds later). Without Redis there is one replica,
+and without a reachable Redis the other replicas' L1 entries age out after `cache.l1_ttl_s`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+from service import keys
+from service.breaker import CircuitBreaker
+from service.redis_client import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+Invalidate = Callable[[str, str], Awaitable[None]]  # (model, user_id)
+MAX_BACKOFF_S = 5.0
+POLL_S = 1.0
+
+
+class Invalidations:
+    """Publish this replica's user invalidations; apply the other replicas' ones."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        model: str,
+        apply: Invalidate,
+        *,
+        breaker: CircuitBreaker,
+        timeout_s: float,
+    ) -> None:
+        self._client, self._model, self._apply = client, model, apply
+        self._breaker, self._timeout_s = breaker, timeout_s
+        self.channel = keys.invalidation_channel(model)
+        self.origin = uuid.uuid4().hex
+        self.received = 0
+
+    async def publish(self, user_id: str) -> None:
+        """Announce `user_id`'s invalidation; a Redis failure is logged, never raised."""
+        if not self._breaker.allow():
+            return
+        message = json.dumps({"o": self.origin, "u": user_id})
+        try:
+            await asyncio.wait_for(self._client.publish(self.channel, message), self._timeout_s)
+        except REDIS_ERRORS as exc:
+            self._breaker.record_failure()
+            log.warning("invalidation not announced: %s: %s", type(exc).__name__, exc)
+        else:
+            self._breaker.record_success()
+
+    async def run(self) -> None:
+        """Subscribe and apply messages until cancelled; reconnect with backoff."""
+        backoff = 0.1
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=POLL_S)
+                    if message is not None:
+                        await self._handle(message.get("data"))
+            except REDIS_ERRORS as exc:
+                log.debug("invalidation subscriber: %s: %s", type(exc).__name__, exc)
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _handle(self, data: object) -> None:
+        try:
+            payload = json.loads(data) if isinstance(data, bytes | str) else None
+        except ValueError:
+            return
+        if not isinstance(payload, dict) or payload.get("o") == self.origin:
+            return
+        user_id = payload.get("u")
+        if isinstance(user_id, str):
+            self.received += 1
+            await self._apply(self._model, user_id)

@@ -1,0 +1,94 @@
+"""With a real Redis: the L2 tier, shared live history, and Redis failures that never cost a 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RedisServer, free_port
+from service_fixtures import make_settings, running_app
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.redis]
+
+
+def redis_settings(store: Path, url: str, **extra: object) -> object:
+    return make_settings(
+        store, redis={"url": url, "breaker_failures": 2, "breaker_reset_s": 0.2}, **extra
+    )
+
+
+async def test_a_second_replica_gets_an_l2_hit(published_store: Path, redis_url: str) -> None:
+    settings = redis_settings(published_store, redis_url)
+    async with running_app(settings) as a, running_app(settings) as b:  # type: ignore[arg-type]
+        first = (await a.get("/recommend/11", params={"k": 8})).json()
+        second = (await b.get("/recommend/11", params={"k": 8})).json()
+        third = (await b.get("/recommend/11", params={"k": 8})).json()
+        assert [x["cache"] for x in (first, second, third)] == ["miss", "l2", "l1"]
+        assert first["items"] == second["items"] == third["items"]
+        text = (await b.get("/metrics")).text
+        assert 'cinesync_cache_requests_total{result="hit",tier="l2"} 1.0' in text
+
+
+async def test_an_event_on_one_replica_is_read_on_another(
+    published_store: Path, redis_url: str
+) -> None:
+    settings = redis_settings(published_store, redis_url)
+    async with running_app(settings) as a, running_app(settings) as b:  # type: ignore[arg-type]
+        before = (await a.get("/recommend/shared-user")).json()
+        assert (await b.get("/recommend/shared-user")).json()["cache"] == "l2"
+        watched = before["items"][0]["item_id"]
+        r = await a.post("/users/shared-user/events", json={"item_id": watched, "type": "view"})
+        assert r.status_code == 202
+        assert (await a.get("/recommend/shared-user")).json()["strategy"] == "blend"
+        for _ in range(100):  # the other replica hears of it over pub/sub within milliseconds
+            after = (await b.get("/recommend/shared-user")).json()
+            if after["strategy"] == "blend":
+                break
+            await asyncio.sleep(0.01)
+        assert after["strategy"] == "blend"
+        assert watched not in [i["item_id"] for i in after["items"]]
+
+
+async def test_redis_absent_at_start_still_serves_from_l1(
+    published_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with running_app(redis_settings(published_store, url)) as client:  # type: ignore[arg-type]
+        codes = [(await client.get(f"/recommend/{u}")).status_code for u in range(5)]
+        assert codes == [200] * 5
+        assert (await client.get("/recommend/1")).json()["cache"] == "l1"
+        assert (
+            await client.post("/users/1/events", json={"item_id": "5", "type": "view"})
+        ).status_code == 202
+    assert any("L1 only" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("fault", ["stop", "pause"])
+async def test_redis_failing_mid_run_costs_no_5xx(
+    published_store: Path, private_redis: RedisServer, fault: str
+) -> None:
+    settings = redis_settings(published_store, private_redis.url)
+    async with running_app(settings) as client:  # type: ignore[arg-type]
+        assert (await client.get("/recommend/1")).json()["cache"] == "miss"
+        private_redis.stop() if fault == "stop" else private_redis.pause()
+        started = time.perf_counter()
+        bodies = []
+        for i in range(20):
+            r = await client.get(f"/recommend/during-{i}")
+            assert r.status_code == 200
+            bodies.append(r.json())
+            event = await client.post(
+                f"/users/during-{i}/events", json={"item_id": "5", "type": "view"}
+            )
+            assert event.status_code == 202
+        elapsed = time.perf_counter() - started
+        assert all(b["cache"] == "miss" for b in bodies)
+        assert elapsed < 5.0  # socket timeouts are bounded and the breaker opens
+        text = (await client.get("/metrics")).text
+        assert "cinesync_redis_breaker_open 1.0" in text
+        assert 'cinesync_cache_requests_total{result="error",tier="l2"}' in text
+        after = (await client.get("/recommend/during-0")).json()
+        assert after["strategy"] == "blend"  # the event was kept in process
+        private_redis.resume()
