@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
 
 from model_store.onnx_check import check_self_contained
+from training import export as export_module
 from training.data import Dataset, Split, leave_one_out, load_dataset
 from training.export import ExportParityError, export_bundle
 from training.models.sasrec import SASRec, SASRecConfig
@@ -178,3 +181,34 @@ def test_dynamo_failure_falls_back_to_torchscript_and_keeps_parity(tmp_path: Pat
     report = check_fp32(encoder, tmp_path / "enc.onnx", histories, MAX_LEN)
     assert report["fp32_query_max_abs_diff"] <= 1e-4
     assert report["unpadded_histories"] >= 2
+
+
+def _gather_table_is_int8(path: Path) -> bool:
+    graph = onnx.load(str(path)).graph
+    dtypes = {t.name: t.data_type for t in graph.initializer}
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    return any(dtypes.get(n.input[0]) in eight_bit for n in graph.node if n.op_type == "Gather")
+
+
+def test_int8_drops_gather_quantisation_when_it_misses_the_floor(
+        bundle: Path, data: tuple[Dataset, Split], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = export_module.check_int8, []
+
+    def first_attempt_misses(*args: Any, **kwargs: Any) -> dict[str, float | int]:
+        calls.append(args[1])
+        report = real(*args, **kwargs)
+        if len(calls) == 1:
+            raise ExportParityError("simulated miss")
+        return report
+
+    monkeypatch.setattr(export_module, "check_int8", first_attempt_misses)
+    histories = pick_histories(data[1].valid.histories, 64)
+    items = np.load(bundle / "item_embeddings.npy")
+    report = export_module.quantize_with_parity(bundle / "encoder.onnx", tmp_path / "q.onnx",
+                                                histories, items, MAX_LEN, 0.9)
+    assert len(calls) == 2
+    assert report["int8_quantization"].endswith("MatMul/Gemm")
+    assert "simulated miss" in report["int8_rejected"][0]
+    assert not _gather_table_is_int8(tmp_path / "q.onnx")
+    assert _gather_table_is_int8(bundle / "encoder.int8.onnx")  # the default quantises Gather

@@ -24,7 +24,7 @@ from training import bundle_files as files
 from training.content import DEFAULT_DIM, content_embeddings
 from training.data.dataset import Dataset
 from training.errors import CineSyncError
-from training.onnx_export import export_encoder, quantize_int8
+from training.onnx_export import INT8_OPS, export_encoder, quantize_int8
 from training.parity import (
     FP32_TOLERANCE,
     INT8_FLOOR,
@@ -66,6 +66,27 @@ def _model_config(model: Exportable) -> dict[str, Any]:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dict(_plain(dataclasses.asdict(config)))
     return dict(_plain(vars(config)))
+
+
+def quantize_with_parity(fp32_path: Path, int8_path: Path, histories: list[np.ndarray],
+                         item_emb: np.ndarray, max_len: int, floor: float) -> dict[str, Any]:
+    """Quantise with Gather (smallest file); if retrieval parity misses the floor, retry with
+    MatMul/Gemm only; raise the last ExportParityError if both miss it."""
+    failures: list[str] = []
+    for ops in INT8_OPS:
+        quantize_int8(fp32_path, int8_path, ops)
+        try:
+            report: dict[str, Any] = check_int8(fp32_path, int8_path, histories, item_emb,
+                                                max_len, floor=floor)
+        except ExportParityError as exc:
+            failures.append(f"[{'/'.join(ops)}] {exc}")
+            continue
+        report["int8_quantization"] = f"dynamic, QInt8 weights per tensor: {'/'.join(ops)}"
+        if failures:
+            report["int8_rejected"] = failures
+        return report
+    int8_path.unlink(missing_ok=True)
+    raise ExportParityError("; ".join(failures))
 
 
 def _kind(model: Exportable, config_dict: Mapping[str, Any] | None) -> str:
@@ -115,11 +136,10 @@ def export_bundle(
     if info.fallback_reason:
         parity["exporter_fallback_reason"] = info.fallback_reason
     parity.update(check_fp32(encoder, fp32_path, histories, max_len, tolerance=fp32_tolerance))
-    quantize_int8(fp32_path, int8_path)
     files.write_embeddings(item_emb, out_dir / files.ITEM_EMBEDDINGS, dataset.n_items + 1)
     item_emb[0] = 0.0
-    parity.update(check_int8(fp32_path, int8_path, histories, item_emb, max_len, floor=int8_floor))
-    parity["int8_quantization"] = "dynamic, QInt8 weights, MatMul/Gemm (Gather kept FP32)"
+    parity.update(quantize_with_parity(fp32_path, int8_path, histories, item_emb, max_len,
+                                       int8_floor))
 
     content = content_embeddings(dataset, content_dim, seed)
     files.write_embeddings(content, out_dir / files.CONTENT_EMBEDDINGS, dataset.n_items + 1)
