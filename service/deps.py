@@ -21,7 +21,7 @@ from service.state import AppState
 _bearer = HTTPBearer(auto_error=False, description="CINESYNC_ADMIN_TOKEN")
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState | None = getattr(request.app.state, "cinesync", None)
     if state is None:
         raise NotReadyError("the service is starting")
@@ -31,23 +31,23 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def _settings(state: StateDep) -> Settings:
+async def _settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def _metrics(state: StateDep) -> ServiceMetrics:
+async def _metrics(state: StateDep) -> ServiceMetrics:
     return state.metrics
 
 
-def _registry(state: StateDep) -> ModelRegistry:
+async def _registry(state: StateDep) -> ModelRegistry:
     return state.registry
 
 
-def _recommender(state: StateDep) -> Recommender:
+async def _recommender(state: StateDep) -> Recommender:
     return state.recommender
 
 
-def _limiter(state: StateDep) -> RateLimiter:
+async def _limiter(state: StateDep) -> RateLimiter:
     return state.event_limiter
 
 
