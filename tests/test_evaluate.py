@@ -165,3 +165,22 @@ def test_score_fn_is_called_in_bounded_chunks_and_peak_memory_stays_bounded() ->
     assert sum(sizes) == m
     one_batch = batch * (n + 1) * 4
     assert peak < 8 * one_batch  # measured ~4x; all scores at once would be 62x
+
+
+@pytest.mark.slow
+def test_100k_users_by_100k_items_runs_in_bounded_memory() -> None:
+    n, m, batch = 100_000, 100_000, 256
+    ds = tiny_dataset([[1 + u % n, 1 + (u * 7 + 3) % n] for u in range(m)], [[]] * (n + 1), n)
+    ev = EvalSet(
+        "test",
+        np.arange(m),
+        [np.array([1 + u % n]) for u in range(m)],
+        [np.array([1 + (u * 7 + 3) % n]) for u in range(m)],
+    )
+    rng = np.random.default_rng(5)
+    tracemalloc.start()
+    result = E.evaluate(lambda u, h: rng.random((len(u), n + 1), dtype=np.float32), ev, ds)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * batch * (n + 1) * 4  # ~0.8 GB; the full score matrix would be 40 GB
+    assert result["hr@10"] < 0.01  # random scores: about 10 / 100k

@@ -97,3 +97,19 @@ def test_serendipity_counts_hits_the_popularity_list_does_not_contain() -> None:
     expected = np.array([[2, 1, 3]])
     assert M.serendipity(lists, rel, expected)[0] == pytest.approx(1 / 3)
     assert M.serendipity(lists, rel, lists)[0] == 0.0
+
+
+def test_first_unseen_equals_top_k_of_masked_popularity() -> None:
+    rng = np.random.default_rng(4)
+    n, b, k = 60, 40, 10
+    popularity = rng.integers(0, 6, size=n + 1)  # many ties
+    histories = [
+        rng.choice(np.arange(1, n + 1), size=int(rng.integers(0, n)), replace=False)
+        for _ in range(b)
+    ]
+    scores = np.tile(popularity.astype(np.float32), (b, 1))
+    scores[:, M.PAD] = -np.inf
+    for row, h in enumerate(histories):
+        scores[row, h] = -np.inf
+    got = M.first_unseen(M.popularity_order(popularity), histories, k)
+    assert np.array_equal(got, M.top_k(scores, k))

@@ -81,12 +81,14 @@ def evaluate(
     """
     n = dataset.n_items
     ks = sorted(set(ks))
+    if not ks or ks[0] < 1 or batch_size < 1:
+        raise ValueError(f"need ks >= 1 and batch_size >= 1 (got ks={ks}, batch_size={batch_size})")
     kmax = ks[-1]
     pop = dataset.item_popularity() if train_popularity is None else np.asarray(train_popularity)
     if pop.shape != (n + 1,):
         raise ValueError(f"train_popularity must have shape ({n + 1},), got {pop.shape}")
     info = M.self_information(pop)
-    pop_scores = pop.astype(np.float32)
+    pop_order = M.popularity_order(pop)
     genres = genre_matrix(dataset)
     rows = [r for r, t in enumerate(eval_set.targets) if len(t) > 0]
 
@@ -111,7 +113,7 @@ def evaluate(
             raise ValueError(f"score_fn must return shape {want}, got {scores.shape}")
         lists = _ranked(scores, histories, kmax)
         del scores
-        expected = _ranked(np.broadcast_to(pop_scores, (len(idx), n + 1)).copy(), histories, kmax)
+        expected = M.first_unseen(pop_order, histories, kmax)  # the popularity recommender
         rel = M.relevance(lists, targets)
         n_targets = np.fromiter((len(t) for t in targets), dtype=np.int64, count=len(targets))
         for k in ks:

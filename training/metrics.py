@@ -42,6 +42,39 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return lists
 
 
+def popularity_order(popularity: np.ndarray) -> np.ndarray:
+    """Real items (1..n) by popularity descending, ties by ascending index, int64 [n]."""
+    items = np.arange(1, len(popularity), dtype=np.int64)
+    return items[np.argsort(-np.asarray(popularity)[1:], kind="stable")]
+
+
+def first_unseen(order: np.ndarray, histories: list[np.ndarray], k: int) -> np.ndarray:
+    """Per row, the first k items of `order` not in the row's history, PAD-filled, int64 [B, k].
+
+    Equals top_k over one shared score vector with each history masked, in O(B * (k + L)) for
+    L the longest history instead of O(B * n).
+    """
+    b = len(histories)
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=b)
+    depth = min(len(order), k + int(lengths.max(initial=0)))
+    cand = np.concatenate(
+        [np.broadcast_to(order[:depth], (b, depth)), np.full((b, k), PAD, dtype=np.int64)], axis=1
+    )
+    if lengths.sum():
+        width = np.int64(
+            max(int(order.max(initial=0)), *(int(h.max()) for h in histories if len(h))) + 1
+        )
+        hist_keys = np.repeat(np.arange(b, dtype=np.int64), lengths) * width + np.concatenate(
+            histories
+        ).astype(np.int64)
+        seen = np.isin(np.arange(b, dtype=np.int64)[:, None] * width + cand, hist_keys)
+        seen[:, depth:] = False
+    else:
+        seen = np.zeros(cand.shape, dtype=bool)
+    keep = np.argsort(seen, axis=1, kind="stable")[:, :k]  # unseen first, in order
+    return np.take_along_axis(cand, keep, axis=1)
+
+
 def relevance(lists: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
     """bool [B, K]: whether lists[r, j] is one of row r's targets (PAD never is)."""
     b, k = lists.shape

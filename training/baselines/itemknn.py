@@ -21,7 +21,7 @@ BLOCK_BYTES = 64 * 2**20  # dense similarity block held at a time
 
 
 class ItemKNN:
-    grid: ClassVar[dict[str, tuple[Any, ...]]] = {"k": (20, 50, 100, 200)}
+    grid: ClassVar[dict[str, tuple[Any, ...]]] = {"k": (10, 25, 50, 100, 200, 400)}
 
     def __init__(self, k: int = 100, shrink: float = 0.0) -> None:
         if k < 1 or shrink < 0:
