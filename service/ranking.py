@@ -18,6 +18,7 @@ from service.bundle import Bundle
 
 Strategy = Literal["sequential", "blend", "content", "popular"]
 FETCH_GROWTH = 4
+EXACT_BLEND_MAX_ITEMS = 50_000  # blends over catalogues this small score every item exactly
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,20 @@ class Scorer:
             total += (1 - self.alpha) * (b.content_embeddings[ids] @ self.content_query)
         return total
 
+    def score_all(self) -> np.ndarray:
+        """float32 scores of every row (row 0 included; callers mask it)."""
+        b = self.bundle
+        if self.strategy == "popular":
+            top = max(int(b.catalog.popularity.max(initial=0)), 1)
+            return np.asarray(b.catalog.popularity / top, dtype=np.float32)
+        total = np.zeros(b.n_items + 1, dtype=np.float32)
+        if self.alpha > 0:
+            total += self.alpha * (b.item_embeddings @ self._collab_query())
+        if self.alpha < 1:
+            assert self.content_query is not None
+            total += (1 - self.alpha) * (b.content_embeddings @ self.content_query)
+        return total
+
     def candidates(self, fetch: int) -> np.ndarray:
         """Ids worth scoring: each part's index top-`fetch` (popular: the most popular)."""
         b = self.bundle
@@ -107,10 +122,22 @@ class Scorer:
         return ids[ids > 0]
 
 
-def _top(scorer: Scorer, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    scores = scorer.score(ids)
+def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (ties: lower id first)."""
     order = np.lexsort((ids, -scores))[:k]
     return ids[order], scores[order]
+
+
+def _exact(scorer: Scorer, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k over every allowed item, scored exactly."""
+    scores = scorer.score_all()
+    ids = np.flatnonzero(allowed).astype(np.int64)
+    scores = scores[ids]
+    if len(ids) > 4 * k:  # keep the k best (and ties at the cut) before the exact sort
+        cut = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= cut
+        ids, scores = ids[keep], scores[keep]
+    return _top(ids, scores, k)
 
 
 def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_content: int) -> Ranked:
@@ -125,7 +152,9 @@ def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_conte
     if genre_mask is not None:
         share = max(float(genre_mask.sum()) / max(n, 1), 1e-3)
         fetch = int(fetch / share) + k
-    while True:
+    exhaustive = strategy in ("blend", "content") and n <= EXACT_BLEND_MAX_ITEMS
+    ids = seen[:0]
+    while not exhaustive:
         ids = scorer.candidates(min(fetch, n))
         if genre_mask is not None:
             ids = ids[genre_mask[ids]]
@@ -134,11 +163,12 @@ def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_conte
         if len(ids) >= k or fetch >= n:
             break
         fetch *= FETCH_GROWTH
-    if len(ids) < k:  # an approximate index came back short: exact over every allowed item
+    if exhaustive or len(ids) < k:  # small blend, or an approximate index came back short
         allowed = genre_mask if genre_mask is not None else bundle.catalog.all_items_mask()
         allowed = allowed.copy()
         allowed[seen] = False
-        ids = np.flatnonzero(allowed).astype(np.int64)
-    top_ids, top_scores = _top(scorer, ids, k)
+        top_ids, top_scores = _exact(scorer, allowed, k)
+    else:
+        top_ids, top_scores = _top(ids, scorer.score(ids), k)
     top_scores = np.nan_to_num(top_scores, nan=0.0, posinf=0.0, neginf=0.0)
     return Ranked(strategy, top_ids, top_scores, scorer.encoder_seconds, scorer.search_seconds)

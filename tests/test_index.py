@@ -1,0 +1,100 @@
+"""FAISS indexes against an exact numpy oracle on seeded data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.index import build_index, exact_topk, gpu_available, recall_at_10
+from service.settings import IndexSettings
+
+
+def embeddings(n_items: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n_items + 1, dim)).astype(np.float32)
+    emb[0] = 100.0  # a padding row that would win every search if it were indexed
+    return emb
+
+
+def queries(n: int, dim: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def numpy_top(emb: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    scores = q @ emb[1:].T
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k] + 1
+
+
+def test_flat_index_is_exact_and_never_returns_padding() -> None:
+    emb, q = embeddings(500, 16), queries(20, 16)
+    index = build_index(emb, "flat", IndexSettings())
+    scores, ids = index.search(q, 10)
+    assert index.exact
+    assert index.kind == "flat"
+    np.testing.assert_array_equal(ids, numpy_top(emb, q, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ emb.T, ids, axis=1), rtol=1e-5)
+    assert (ids > 0).all()
+
+
+def test_auto_chooses_flat_for_small_catalogues_and_hnsw_above_the_threshold() -> None:
+    emb = embeddings(300, 8)
+    assert build_index(emb, "auto", IndexSettings(flat_max_items=300)).kind == "flat"
+    assert build_index(emb, "auto", IndexSettings(flat_max_items=299)).kind == "hnsw"
+
+
+def test_hnsw_recall_at_10_against_exact_is_at_least_095() -> None:
+    """With the shipped HNSW parameters; a starved graph shows the measure can fail."""
+    emb, q = embeddings(3000, 32), queries(200, 32)
+    index = build_index(emb, "hnsw", IndexSettings())
+    assert not index.exact
+    _, ids = index.search(q, 10)
+    assert (ids > 0).all()
+    recall = recall_at_10(index, q)
+    exact = numpy_top(emb, q, 10)
+    overlap = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ids, exact, strict=True)])
+    assert recall == pytest.approx(overlap)
+    assert recall >= 0.95
+    starved = build_index(emb, "hnsw", IndexSettings(hnsw_m=4, ef_construction=8, ef_search=8))
+    assert recall_at_10(starved, q) < 0.95
+
+
+def test_ivf_recall_is_measured_and_exact_when_probing_every_list() -> None:
+    emb, q = embeddings(2000, 16), queries(100, 16)
+    few = build_index(emb, "ivf", IndexSettings(nlist=32, nprobe=1))
+    every = build_index(emb, "ivf", IndexSettings(nlist=32, nprobe=32))
+    assert few.kind == every.kind == "ivf"
+    assert 0.0 < recall_at_10(few, q) < 1.0
+    assert recall_at_10(every, q) == 1.0
+
+
+def test_k_larger_than_the_catalogue_is_clipped() -> None:
+    emb = embeddings(7, 4)
+    _, ids = build_index(emb, "flat", IndexSettings()).search(queries(1, 4), 50)
+    assert sorted(ids[0].tolist()) == list(range(1, 8))
+
+
+def test_exact_topk_respects_an_allowed_mask() -> None:
+    emb, q = embeddings(50, 8), queries(3, 8)
+    allowed = np.zeros(51, dtype=bool)
+    allowed[[3, 7, 11, 19]] = True
+    scores, ids = exact_topk(emb, q, 10, allowed)
+    for row, row_scores in zip(ids, scores, strict=True):
+        kept = row[row > 0]
+        assert set(kept.tolist()) == {3, 7, 11, 19}
+        assert (row[len(kept) :] == -1).all()
+        assert list(row_scores[: len(kept)]) == sorted(row_scores[: len(kept)], reverse=True)
+
+
+@pytest.mark.skipif(gpu_available(), reason="this FAISS build has a GPU")
+def test_gpu_kind_without_a_gpu_falls_back_to_cpu_with_a_reason() -> None:
+    index = build_index(embeddings(100, 8), "gpu", IndexSettings())
+    assert index.kind == "flat"
+    assert index.fallback_reason is not None
+    assert "GPU" in index.fallback_reason
+
+
+def test_a_degenerate_matrix_is_refused() -> None:
+    from service.errors import BundleLoadError
+
+    with pytest.raises(BundleLoadError):
+        build_index(np.zeros((1, 4), dtype=np.float32), "flat", IndexSettings())

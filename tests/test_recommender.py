@@ -1,0 +1,176 @@
+"""The ranking and the request path against exact oracles on a real bundle: strategies by
+history length, exclude-seen, genre filters with refill, single-flight, read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from service_fixtures import MODEL, make_settings
+
+import service.recommender
+from model_store.store import ModelStore
+from service.bundle import Bundle, load_bundle
+from service.cache import NullCache, TieredCache
+from service.cache_l1 import L1Cache
+from service.history import MemoryHistory
+from service.metrics import ServiceMetrics
+from service.ranking import Query, choose_strategy, rank
+from service.recommender import Recommender
+from service.registry import ModelRegistry
+
+N_FULL = 10
+
+
+@pytest.fixture(scope="module")
+def bundle(published_store: Path) -> Bundle:
+    return load_bundle(ModelStore(published_store), MODEL, 1, make_settings(published_store))
+
+
+@pytest.fixture(scope="module")
+def hnsw_bundle(published_store: Path) -> Bundle:
+    settings = make_settings(published_store, index={"kind": "hnsw", "ef_search": 8, "hnsw_m": 4})
+    return load_bundle(ModelStore(published_store), MODEL, 1, settings)
+
+
+def long_history(bundle: Bundle, at_least: int = 20) -> np.ndarray:
+    return next(h for u in bundle.users.rows if len(h := bundle.users.get(u)) >= at_least)
+
+
+def oracle(scores: np.ndarray, exclude: np.ndarray, k: int, allowed: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    scores = scores.astype(np.float64).copy()
+    scores[0] = -np.inf
+    scores[exclude] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    order = sorted(np.flatnonzero(np.isfinite(scores)), key=lambda i: (-scores[i], i))
+    return np.asarray(order[:k])
+
+
+@pytest.mark.parametrize(
+    ("n", "n_content", "expected"),
+    [(0, 0, "popular"), (1, 0, "blend"), (9, 0, "blend"), (10, 0, "sequential"),
+     (50, 0, "sequential"), (1, 2, "content"), (2, 2, "content"), (3, 2, "blend")],
+)  # fmt: skip
+def test_strategy_by_history_length(n: int, n_content: int, expected: str) -> None:
+    assert choose_strategy(n, N_FULL, n_content) == expected
+
+
+def test_sequential_top_k_equals_the_exact_oracle_without_seen_items(bundle: Bundle) -> None:
+    history = long_history(bundle)
+    ranked = rank(bundle, history, Query(10, True, ()), N_FULL, 0)
+    assert ranked.strategy == "sequential"
+    query = bundle.encoder.encode([history]).query[0]
+    expected = oracle(bundle.item_embeddings @ query, np.unique(history), 10)
+    np.testing.assert_array_equal(ranked.ids, expected)
+    assert not set(ranked.ids.tolist()) & set(history.tolist())
+
+
+def test_blend_mixes_content_and_collaborative_scores_by_alpha(bundle: Bundle) -> None:
+    history = long_history(bundle)[:4]
+    ranked = rank(bundle, history, Query(10, True, ()), N_FULL, 0)
+    assert ranked.strategy == "blend"
+    alpha = 4 / N_FULL
+    query = bundle.encoder.encode([history]).query[0]
+    collab = bundle.item_embeddings @ query / (np.linalg.norm(query) * bundle.max_item_norm)
+    mean = bundle.content_embeddings[history].mean(axis=0)
+    content = bundle.content_embeddings @ (mean / np.linalg.norm(mean))
+    blended = alpha * collab + (1 - alpha) * content
+    expected = oracle(blended, np.unique(history), 10)
+    np.testing.assert_array_equal(ranked.ids, expected)
+    np.testing.assert_allclose(ranked.scores, blended[expected], rtol=1e-4, atol=1e-5)
+
+
+def test_content_only_for_the_shortest_histories_when_configured(bundle: Bundle) -> None:
+    history = long_history(bundle)[:1]
+    ranked = rank(bundle, history, Query(5, True, ()), N_FULL, 1)
+    assert ranked.strategy == "content"
+    mean = bundle.content_embeddings[history].mean(axis=0)
+    content = bundle.content_embeddings @ (mean / np.linalg.norm(mean))
+    np.testing.assert_array_equal(ranked.ids, oracle(content, history, 5))
+
+
+def test_popular_for_an_empty_history_within_genres(bundle: Bundle) -> None:
+    genre = next(iter(bundle.catalog.genre_masks))
+    ranked = rank(bundle, np.zeros(0, dtype=np.int64), Query(5, True, (genre,)), N_FULL, 0)
+    assert ranked.strategy == "popular"
+    mask = bundle.catalog.genre_masks[genre]
+    expected = oracle(bundle.catalog.popularity, np.zeros(0, dtype=np.int64), 5, mask)
+    np.testing.assert_array_equal(ranked.ids, expected)
+
+
+def test_exclude_seen_false_may_return_history_items(bundle: Bundle) -> None:
+    history = long_history(bundle)
+    ranked = rank(bundle, history, Query(bundle.n_items, False, ()), N_FULL, 0)
+    assert len(ranked.ids) == bundle.n_items
+    assert set(history.tolist()) <= set(ranked.ids.tolist())
+
+
+def test_genre_filter_refills_to_every_allowed_item(bundle: Bundle) -> None:
+    history = long_history(bundle)
+    genre = min(bundle.catalog.genre_masks, key=lambda g: bundle.catalog.genre_masks[g].sum())
+    allowed = bundle.catalog.genre_masks[genre].copy()
+    allowed[history] = False
+    ranked = rank(bundle, history, Query(100, True, (genre,)), N_FULL, 0)
+    assert set(ranked.ids.tolist()) == set(np.flatnonzero(allowed).tolist())
+
+
+def test_a_short_approximate_search_is_refilled_exactly(hnsw_bundle: Bundle) -> None:
+    history = long_history(hnsw_bundle)
+    k = hnsw_bundle.n_items - len(np.unique(history))
+    ranked = rank(hnsw_bundle, history, Query(k, True, ()), N_FULL, 0)
+    assert len(ranked.ids) == k
+    assert len(set(ranked.ids.tolist())) == k
+    assert not set(ranked.ids.tolist()) & set(history.tolist())
+
+
+def make_recommender(bundle: Bundle) -> Recommender:
+    registry = ModelRegistry(lambda version: bundle)
+    registry.current = bundle
+    metrics = ServiceMetrics()
+    cache = TieredCache(L1Cache(1000, 60.0, metrics), NullCache())
+    return Recommender(
+        registry,
+        cache,
+        MemoryHistory(),
+        metrics,
+        metrics.online_exposure(100, bundle.n_items),
+        n_full=N_FULL,
+        n_content=0,
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_stampede_for_one_uncached_user_computes_once(
+    bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_rank = service.recommender.rank
+
+    def counting_rank(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return real_rank(*args, **kwargs)
+
+    monkeypatch.setattr(service.recommender, "rank", counting_rank)
+    rec = make_recommender(bundle)
+    served = await asyncio.gather(*(rec.recommend("stampede", 10, True, None) for _ in range(200)))
+    assert calls == 1
+    assert len({s.body for s in served}) == 1
+    assert {s.tier for s in served} == {"miss"}
+
+
+@pytest.mark.asyncio
+async def test_an_event_during_a_computation_is_not_lost(bundle: Bundle) -> None:
+    rec = make_recommender(bundle)
+    first = asyncio.create_task(rec.recommend("racer", 10, True, None))
+    await asyncio.sleep(0)
+    item = bundle.catalog.item_ids[int(bundle.catalog.popular_order[0])]
+    await rec.record_event("racer", item, 0.0)
+    await first
+    after = await rec.recommend("racer", 10, True, None)
+    assert after.strategy == "blend"
+    assert item not in [i["item_id"] for i in json.loads(after.body)["items"]]
