@@ -17,7 +17,10 @@ for other encoders. Dynamo's cost is export time (seconds), paid once per traini
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,28 @@ class ExportInfo:
     exporter: str  # "dynamo" | "torchscript"
     opset: int
     fallback_reason: str | None
+
+
+class _DropQuantizeHint(logging.Filter):
+    """ORT's quantiser logs a pre-processing hint on the root logger each time; its symbolic
+    shape inference cannot handle this graph anyway (measured), so the hint is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_third_party() -> Iterator[None]:
+    """Silence known exporter/quantiser chatter (torchvision op registration, the hint above)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level, hint = registration.level, _DropQuantizeHint()
+    registration.setLevel(logging.ERROR)
+    logging.getLogger().addFilter(hint)
+    try:
+        yield
+    finally:
+        registration.setLevel(level)
+        logging.getLogger().removeFilter(hint)
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -133,7 +158,7 @@ def export_encoder(encoder: nn.Module, path: Path, example: torch.Tensor, max_le
     encoder = encoder.eval()
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     failures: list[str] = []
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_third_party():
         # Exporter internals emit Deprecation/Future/tracer warnings that are not ours to fix.
         for category in (DeprecationWarning, FutureWarning, TracerWarning):
             warnings.simplefilter("ignore", category)
@@ -158,6 +183,7 @@ def quantize_int8(src: Path, dst: Path, op_types: tuple[str, ...] = INT8_OPS[0])
     drops it if INT8 retrieval parity falls below the floor."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=list(op_types), per_channel=False)
+    with _quiet_third_party():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(op_types), per_channel=False)
     check_onnx_file(dst)
