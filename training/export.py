@@ -23,6 +23,7 @@ from torch import nn
 from training import bundle_files as files
 from training.content import DEFAULT_DIM, content_embeddings
 from training.data.dataset import Dataset
+from training.data.splits import Split
 from training.errors import CineSyncError
 from training.onnx_export import INT8_OPS, export_encoder, quantize_int8
 from training.parity import (
@@ -97,7 +98,7 @@ def _kind(model: Exportable, config_dict: Mapping[str, Any] | None) -> str:
 def export_bundle(
     model: Exportable,
     dataset: Dataset,
-    split: Any,
+    split: Split,
     out_dir: Path,
     metrics: Mapping[str, Mapping[str, float]],
     config_dict: Mapping[str, Any] | None = None,
