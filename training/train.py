@@ -32,9 +32,10 @@ from training.config import RunConfig, TrainConfig, dump_toml
 from training.data.splits import EvalSet, Split
 from training.errors import ConfigError
 from training.evaluate import ScoreFn, evaluate
-from training.losses import SequenceLoss, build_loss
+from training.models import spec_for
 from training.schedule import build_optimizer, build_scheduler
-from training.sequences import Windows, left_pad, training_windows
+from training.sequences import left_pad
+from training.tasks import TrainTask
 
 SELECT = "ndcg@10"
 
@@ -165,27 +166,28 @@ class _Run:
 
 def _epoch(
     run: _Run,
-    data: Windows,
-    loss_fn: SequenceLoss,
+    task: TrainTask,
     config: TrainConfig,
     device: torch.device,
     progress: bool,
 ) -> tuple[float, int]:
-    """One pass over the windows; returns (mean loss per target, sequences seen)."""
+    """One pass over the task's batches; returns (mean loss per target, sequences seen)."""
     model = run.model
     model.train()
-    batches = data.batches(config.batch_size, config.sort_chunk)
+    batches = task.batches(config.batch_size, config.sort_chunk, device)
     total, n_targets = 0.0, 0
     bar = tqdm(
-        batches, desc=f"epoch {run.epoch + 1}", leave=False, disable=not progress, unit="batch"
+        batches,
+        desc=f"epoch {run.epoch + 1}",
+        total=task.steps_per_epoch(config.batch_size),
+        leave=False,
+        disable=not progress,
+        unit="batch",
     )
     start = time.perf_counter()
-    for rows in bar:
-        inputs, targets = (t.to(device, non_blocking=True) for t in data.batch(rows))
+    for batch in bar:
         with autocast(device, config.amp):
-            hidden = model(inputs)  # (B, L, D)
-            mask = targets != 0
-            loss = loss_fn(hidden[mask], cast(Any, model).item_embeddings(), targets[mask])
+            loss, count = task.loss(model, batch)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         if config.grad_clip > 0:
@@ -194,11 +196,11 @@ def _epoch(
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
-        count, value = int(mask.sum()), float(loss.detach())
+        value = float(loss.detach())
         total, n_targets = total + value * count, n_targets + count
         rate = (bar.n + 1) * config.batch_size / max(1e-9, time.perf_counter() - start)
         bar.set_postfix(loss=f"{value:.4f}", seqs_per_s=f"{rate:.0f}")
-    return total / max(1, n_targets), len(data)
+    return total / max(1, n_targets), task.n_sequences
 
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
@@ -227,27 +229,21 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     log: Callable[[str], None] = print,
+    task: TrainTask | None = None,
 ) -> TrainResult:
     """Train `model` on `split.train`, select on `split.valid`, test once on `split.test`.
 
     `meta` (plain values: model kind, model config ...) is stored in every checkpoint.
     `stop_after` ends this call after that many epochs (the schedule still spans all epochs).
+    `task` (batches and loss) defaults to the model's registered task (training/tasks.py).
     """
     config = run_config.train
     device = device or torch.device("cpu")
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
-    mc = cast(Any, model).config  # the model's config dataclass
-    max_len = int(mc.max_len)
-    data = training_windows(split.train, max_len, config.windows)
-    if len(data) == 0:
-        raise ConfigError("no training sequence has 2 or more items")
-    counts = np.bincount(
-        np.concatenate(split.train).astype(np.int64), minlength=split.dataset.n_items + 1
-    )
-    loss_fn = build_loss(mc.loss, mc.label_smoothing, mc.n_negatives, mc.negatives, counts)
-    steps = (len(data) + config.batch_size - 1) // config.batch_size
-    run = _Run(model, config, steps)
+    if task is None:
+        task = spec_for(model).task(model, split, config)
+    run = _Run(model, config, task.steps_per_epoch(config.batch_size))
     meta = {**(meta or {}), "config": run_config.to_dict()}
     epochs_log = run_dir / "epochs.jsonl"
     if resume:
@@ -258,6 +254,7 @@ def train(
                 "resume with the run's own config (RUN_DIR/config.toml)"
             )
         run.restore(state, ckpt.load(run_dir / ckpt.BEST))
+        task.load_state_dict(state.get("task", {}))
         _truncate_jsonl(epochs_log, run.epoch)
         log(
             f"resumed at epoch {run.epoch} (best {SELECT} {run.best_metric:.4f} "
@@ -276,7 +273,8 @@ def train(
             stopped = "interrupted"
             break
         start = time.perf_counter()
-        loss, n_seqs = _epoch(run, data, loss_fn, config, device, progress)
+        task_stats = task.start_epoch(model, run.epoch)
+        loss, n_seqs = _epoch(run, task, config, device, progress)
         train_seconds = time.perf_counter() - start
         run.epoch, ran = run.epoch + 1, ran + 1
         losses.append(loss)
@@ -285,6 +283,8 @@ def train(
             "loss": loss,
             "lr": run.scheduler.get_last_lr()[0],
         }
+        if task_stats:
+            row["task"] = task_stats
         if run.epoch % config.eval_every == 0 or run.epoch == config.epochs:
             valid = evaluate_model(model, split.valid, split, device, config)
             row["valid"] = valid
@@ -305,7 +305,7 @@ def train(
             "seqs_per_s": n_seqs / max(train_seconds, 1e-9),
         }
         _append_jsonl(epochs_log, row)
-        ckpt.save(run_dir / ckpt.CHECKPOINT, run.state(meta))
+        ckpt.save(run_dir / ckpt.CHECKPOINT, {**run.state(meta), "task": task.state_dict()})
         valid_text = f" valid {SELECT} {row['valid'][SELECT]:.4f}" if "valid" in row else ""
         log(f"epoch {run.epoch:3d} loss {loss:.4f}{valid_text} ({epoch_seconds:.1f}s)")
         if config.patience and run.bad_evals >= config.patience:
