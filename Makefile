@@ -39,7 +39,8 @@ lint: install ## ruff
 	$(BIN)/ruff format --check .
 
 typecheck: install ## mypy (strict for service/ and model_store/)
-	$(BIN)/mypy
+	$(BIN)/mypy --strict service model_store
+	$(BIN)/mypy training
 
 check: lint typecheck test ## everything CI checks
 
