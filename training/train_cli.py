@@ -86,7 +86,7 @@ def run_train(
     run_dir = out or default_run_dir(model, ds.name)
     seed_everything(run_config.train.seed)
     model_config = build_model_config(spec.config_cls, run_config, n_items=ds.n_items)
-    net = spec.model_cls(model_config)
+    net = spec.build(model_config, ds)
     run_config.model = {k: v for k, v in asdict(model_config).items() if k not in DATASET_FIELDS}
     print(
         f"training {model} on {ds.name} ({ds.n_users} users, {ds.n_items} items, "
