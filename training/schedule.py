@@ -25,31 +25,35 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
 
 
+def lr_factor(schedule: str, step: int, total: int, warm: int) -> float:
+    """Multiplier of the peak learning rate at `step` (0-based) of `total`.
+
+    onecycle: cosine warm-up from 1/25 to 1 over `warm` steps, then cosine annealing to 1/25e4
+    (torch's OneCycleLR shape); cosine: linear warm-up, then cosine decay to 0; constant: linear
+    warm-up, then 1.
+    """
+    if step < warm:
+        if schedule == "onecycle":
+            return _cos_between(1 / 25, 1.0, step / warm)
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1, total - warm - 1))
+    if schedule == "onecycle":
+        return _cos_between(1.0, 1 / 25e4, progress)
+    return _cos_between(1.0, 0.0, progress)
+
+
+def _cos_between(start: float, end: float, progress: float) -> float:
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per batch over `epochs * steps_per_epoch` steps.
-
-    onecycle: torch's OneCycleLR (cosine warm-up from lr/25 to lr over `warmup`, then cosine
-    down to lr/25e4); cosine: linear warm-up, then cosine decay to 0; constant: linear warm-up.
-    """
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per batch over `epochs * steps_per_epoch` steps (see `lr_factor`)."""
     total = max(1, config.epochs * steps_per_epoch)
     warm = int(config.warmup * total)
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=config.lr,
-            total_steps=total,
-            pct_start=max(config.warmup, 1.0 / total),
-            cycle_momentum=False,
-        )
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if config.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warm) / max(1, total - warm))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(config.schedule, step, total, warm)
+    )

@@ -58,8 +58,15 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_threads(threads: int) -> int:
-    """torch intra-op threads: the config, else $CINESYNC_THREADS, else every core."""
-    n = threads or int(os.environ.get("CINESYNC_THREADS", "0") or 0) or (os.cpu_count() or 1)
+    """torch intra-op threads: the config, else $CINESYNC_THREADS, else the idle cores.
+
+    Idle = cores minus the 1-minute load average (at least 1): on a shared machine, threads
+    that wait for busy cores at every parallel region run several times slower than one.
+    """
+    n = threads or int(os.environ.get("CINESYNC_THREADS", "0") or 0)
+    if not n:
+        cores = os.cpu_count() or 1
+        n = max(1, min(cores, round(cores - os.getloadavg()[0])))
     torch.set_num_threads(n)
     return n
 
