@@ -159,7 +159,8 @@ def load_bundle(store: ModelStore, name: str, version: int | None, settings: Set
 
 def warm_up(bundle: Bundle, n_queries: int, recall_sample: int) -> float:
     """Run the encoder and index on real histories; check shapes; return the index recall@10."""
-    histories = bundle.users.sample(max(n_queries, recall_sample), seed=WARMUP_SEED)
+    wanted = n_queries if bundle.index.exact else max(n_queries, recall_sample)
+    histories = bundle.users.sample(max(wanted, 1), seed=WARMUP_SEED)
     if not histories:
         histories = [np.asarray([1], dtype=np.int64)]
     queries = []

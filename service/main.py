@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -21,7 +22,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import build_router, install_error_handlers
-from service.errors import ReloadError, UnknownVersionError
+from service.errors import ReloadError, SettingsError, UnknownVersionError
+from service.fastpath import RecommendFastPath
 from service.limits import ConcurrencyLimit, RequestSizeLimit
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
@@ -85,6 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.include_router(build_router(settings))
     install_error_handlers(app)
+    if settings.fast_path:
+        app.add_middleware(
+            RecommendFastPath, max_k=settings.max_k, max_user_id_chars=settings.max_user_id_chars
+        )
     app.add_middleware(
         RequestSizeLimit,
         max_body_bytes=settings.max_body_bytes,
@@ -128,8 +134,14 @@ class _DrainingServer(uvicorn.Server):
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
-    """Run the service with uvicorn: one worker (scale with replicas), graceful shutdown."""
-    settings = settings if settings is not None else load_settings()
+    """Run the service with uvicorn: one worker (scale with replicas), graceful shutdown.
+    Invalid settings end the process with their message and exit code 2."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            raise SystemExit(2) from None
     configure_logging(settings.log_level)
     app = create_app(settings)
     lifecycle: Lifecycle = app.state.lifecycle

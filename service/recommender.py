@@ -6,6 +6,7 @@ response body without `user_id` and `cache`, which are spliced in per response."
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -115,12 +116,14 @@ class Recommender:
         key = keys.recs_key(bundle.name, bundle.version, user_id, digest)
         cached, tier = await self.cache.get(key)
         if cached is not None:
+            self.exposure.record(served_item_ids(cached))
             return Served(splice(user_id, tier, cached), _strategy_of(cached), tier, bundle.version)
         snapshot = self.cache.snapshot()
         flight = f"{key}#{snapshot}"  # a flight that began before an invalidation is not joined
         computed = await self._flights.do(
             flight, lambda: self._compute(bundle, user_id, query, key, snapshot)
         )
+        self.exposure.record(served_item_ids(computed.payload))
         return Served(
             splice(user_id, "miss", computed.payload), computed.strategy, "miss", bundle.version
         )
@@ -138,7 +141,6 @@ class Recommender:
             self.metrics.index_search_duration.observe(ranked.search_seconds)
         payload = render_payload(bundle, ranked)
         await self.cache.set(key, payload, user_id, bundle.name, snapshot=snapshot)
-        self.exposure.record([bundle.catalog.item_ids[i] for i in ranked.ids.tolist()])
         return _Computed(payload, ranked.strategy)
 
     async def explain(self, user_id: str, item_id: str) -> tuple[Bundle, Explanation]:
@@ -162,6 +164,14 @@ class Recommender:
         if self.announce is not None:
             await self.announce(user_id)
         return bundle
+
+
+_ITEM_ID = re.compile(rb'"item_id":"((?:[^"\\]|\\.)*)"')
+
+
+def served_item_ids(payload: bytes) -> list[str]:
+    """The (JSON-escaped) item ids of a payload, for the online exposure window."""
+    return [raw.decode("utf-8", "replace") for raw in _ITEM_ID.findall(payload)]
 
 
 def _strategy_of(payload: bytes) -> str:

@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     graceful_timeout_s: float = Field(default=20.0, ge=0, le=600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = False
+    fast_path: bool = True  # serve canonical GET /recommend without the framework (fastpath.py)
 
     @field_validator("model_name")
     @classmethod
