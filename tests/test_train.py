@@ -120,6 +120,14 @@ def test_early_stopping_stops_after_patience_evaluations(split: Split, tmp_path:
     assert result.epochs_run == result.best_epoch + 2
 
 
+def test_time_budget_stops_after_the_epoch_that_passes_it(split: Split, tmp_path: Path) -> None:
+    config = tiny_run(epochs=5, max_seconds=1e-6)
+    result = train(new_model(config, split), split, config, tmp_path, log=lambda _: None)
+    assert result.stopped == "time"
+    assert result.epochs_run == 1
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"valid", "test"}
+
+
 def test_bf16_autocast_trains_on_cpu(split: Split, tmp_path: Path) -> None:
     config = tiny_run(epochs=1, amp="bf16")
     result = train(new_model(config, split), split, config, tmp_path, log=lambda _: None)

@@ -235,7 +235,7 @@ def train(
     meta: dict[str, Any] | None = None,
     resume: bool = False,
     stop_after: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = lambda message: print(message, flush=True),
     task: TrainTask | None = None,
 ) -> TrainResult:
     """Train `model` on `split.train`, select on `split.valid`, test once on `split.test`.
