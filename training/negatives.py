@@ -25,7 +25,7 @@ def log_q(item_counts: np.ndarray) -> torch.Tensor:
     """log of each item's share of training interactions, float32 [n_items + 1] (unseen items
     count as seen once; row 0 is never a candidate)."""
     counts = np.maximum(np.asarray(item_counts, dtype=np.float64), 1.0)
-    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+    return torch.as_tensor(np.log(counts / counts[1:].sum()), dtype=torch.float32)
 
 
 def in_batch_softmax(

@@ -1,0 +1,255 @@
+"""Two-tower model, its in-batch logQ softmax, mined hard negatives, user features and export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+
+from training.config import TrainConfig
+from training.data import Dataset, Split, leave_one_out, load_dataset
+from training.export import export_bundle
+from training.features import user_feature_codes
+from training.models.two_tower import TwoTower, TwoTowerConfig
+from training.negatives import in_batch_softmax, log_q, mine_hard_negatives
+from training.parity import left_pad, pick_histories
+from training.two_tower_task import TwoTowerTask
+
+N_ITEMS = 30
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Dataset, Split]:
+    ds = load_dataset("synthetic:users=120,items=60,interactions=2400,seed=3")
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(
+        {
+            "age": rng.integers(12, 70, ds.n_users),
+            "gender": rng.choice(["F", "M"], ds.n_users),
+            "occupation": rng.choice(["artist", "doctor", "writer"], ds.n_users),
+            "zip": [f"{z:05d}" for z in rng.permutation(100000)[: ds.n_users]],  # too many
+        }
+    )
+    ds = dataclasses.replace(ds, user_features=features)
+    return ds, leave_one_out(ds)
+
+
+def tiny(**overrides: object) -> TwoTower:
+    torch.manual_seed(0)
+    config = TwoTowerConfig(n_items=N_ITEMS, max_len=12, dim=16, hidden=32, dropout=0.0)
+    return TwoTower(dataclasses.replace(config, **overrides)).eval()  # type: ignore[arg-type]
+
+
+def histories() -> torch.Tensor:
+    return torch.tensor([[0, 0, 0, 0, 3, 7, 9, 2, 11, 4], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
+
+
+def test_in_batch_loss_with_logq_matches_a_hand_computation() -> None:
+    torch.manual_seed(0)
+    table = torch.randn(7, 3)
+    queries = torch.randn(4, 3)
+    targets = torch.tensor([1, 2, 2, 5])
+    hard = torch.tensor([[3, 0], [2, 4], [6, 6], [0, 0]])  # 0 = none; row 1's 2 is its target
+    counts = np.array([0, 4, 1, 2, 3, 6, 1])
+    lq = log_q(counts)
+    tau = 0.5
+    got = in_batch_softmax(queries, targets, lambda ids: table[ids], lq, tau, hard)
+    total = 0.0
+    for n in range(4):
+
+        def logit(item: int, corrected: bool, n: int = n) -> float:
+            score = float(queries[n] @ table[item]) / tau
+            return score - math.log(counts[item] / counts.sum()) if corrected else score
+
+        logits = [logit(c, True) for c in (1, 2, 5)]  # the batch's distinct targets
+        logits += [logit(h, False) for h in hard[n].tolist() if h not in (0, int(targets[n]))]
+        total += -logit(int(targets[n]), True) + math.log(sum(math.exp(v) for v in logits))
+    assert float(got) == pytest.approx(total / 4, rel=1e-5)
+    plain = in_batch_softmax(queries, targets, lambda ids: table[ids], None, tau)
+    assert float(plain) != pytest.approx(float(got), rel=1e-3)
+
+
+def test_mined_hard_negatives_skip_the_top_and_exclude_positives() -> None:
+    items = torch.zeros(9, 2)
+    items[1:, 0] = torch.arange(8, 0, -1).float()  # item 1 scores highest, item 8 lowest
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    positives = [np.array([2, 4]), np.array([1, 2, 3, 4, 5, 6])]
+    pool, stats = mine_hard_negatives(queries, items, positives, pool=3, skip=1)
+    assert pool.tolist() == [[3, 5, 6], [8, 0, 0]]  # row 2: only items 7, 8 remain, 7 skipped
+    assert stats["positives_filtered_frac"] == pytest.approx((2 / 4 + 4 / 4) / 2)
+    assert stats["mean_rank"] == pytest.approx((3 + 5 + 6 + 8) / 4)
+    assert stats["queries"] == 2
+
+
+def test_the_task_mines_per_user_negatives_outside_their_training_items(
+    data: tuple[Dataset, Split],
+) -> None:
+    ds, split = data
+    model = TwoTower.from_dataset(
+        TwoTowerConfig(
+            n_items=ds.n_items,
+            max_len=20,
+            dim=16,
+            hidden=32,
+            hard_ratio=0.3,
+            hard_pool=8,
+            hard_skip=2,
+            hard_start=1,
+            refresh_every=2,
+        ),
+        ds,
+    )
+    task = TwoTowerTask(model, split, TrainConfig(windows=0))
+    assert task.start_epoch(model, 0) == {}  # before hard_start
+    stats = task.start_epoch(model, 1)["hard_negatives"]
+    assert stats["queries"] == sum(len(s) >= 2 for s in split.train)
+    assert 0 <= stats["positives_filtered_frac"] <= 1
+    assert stats["mean_rank"] > 2
+    for user, seq in enumerate(split.train):
+        mined = set(task.pool[user].tolist()) - {0}
+        assert len(seq) < 2 or len(mined) == 8
+        assert not mined & set(seq.tolist())
+    assert task.start_epoch(model, 2) == {}  # refresh_every = 2
+    fresh = TwoTowerTask(model, split, TrainConfig(windows=0))
+    fresh.load_state_dict(task.state_dict())
+    assert torch.equal(fresh.pool, task.pool)
+    assert fresh.mined
+    batch = next(task.batches(16, 1, torch.device("cpu")))
+    loss, count = task.loss(model, batch)
+    assert torch.isfinite(loss)
+    assert count == int((batch["targets"] != 0).sum())
+
+
+def test_prefix_queries_read_only_earlier_items_and_the_query_is_the_last() -> None:
+    model = tiny()
+    h = histories()
+    before = model(h)
+    for column in range(4, h.shape[1]):
+        changed = h.clone()
+        changed[:, column] = 17
+        after = model(changed)
+        torch.testing.assert_close(after[:, :column], before[:, :column], rtol=0, atol=1e-6)
+        assert (after[:, column:] - before[:, column:]).abs().max() > 1e-4
+    torch.testing.assert_close(model.query(h), before[:, -1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["mean+attention+last", "mean", "attention"])
+def test_query_does_not_depend_on_left_padding(pooling: str) -> None:
+    model = tiny(pooling=pooling)
+    items = torch.tensor([3, 7, 9, 2, 11])
+    rows = [torch.cat([torch.zeros(pad, dtype=torch.long), items]) for pad in (0, 1, 4, 7)]
+    queries = [model.query(r[None, :])[0] for r in rows]
+    attentions = [model.last_attention(r[None, :])[0, -len(items) :] for r in rows]
+    for q, a in zip(queries[1:], attentions[1:], strict=True):
+        torch.testing.assert_close(q, queries[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(a, attentions[0], rtol=0, atol=1e-5)
+    weights = model.last_attention(histories())
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
+    assert torch.equal(weights[0, :4], torch.zeros(4))
+
+
+def test_queries_and_item_vectors_are_unit_length_and_padding_is_zero() -> None:
+    model = tiny()
+    torch.testing.assert_close(model.query(histories()).norm(dim=1), torch.ones(2))
+    items = model.item_embeddings()
+    assert items.shape == (N_ITEMS + 1, 16)
+    assert torch.equal(items[0], torch.zeros(16))
+    torch.testing.assert_close(items[1:].norm(dim=1), torch.ones(N_ITEMS))
+
+
+def test_user_features_feed_training_and_serving_uses_unknown(
+    data: tuple[Dataset, Split],
+) -> None:
+    ds, split = data
+    codes, _cards, names = user_feature_codes(ds)
+    assert names == ["age", "gender", "occupation"]  # zip: too many distinct values
+    assert codes.shape == (ds.n_users, 3)
+    assert codes.min() >= 1
+    config = TwoTowerConfig(n_items=ds.n_items, max_len=20, dim=16, hidden=32, dropout=0.0)
+    torch.manual_seed(0)
+    model = TwoTower.from_dataset(config, ds).eval()
+    with torch.no_grad():
+        for emb in model.user_embs:
+            emb.weight.normal_()  # distinct, non-trivial embeddings per code
+    assert model.n_user_features == 3
+    assert model.item_feats.shape[1] > 0
+    h = torch.from_numpy(left_pad(split.valid.histories[:4], 20))
+    known = model(h, torch.from_numpy(codes[:4]))[:, -1]
+    unknown = model(h, torch.zeros(4, 3, dtype=torch.long))[:, -1]
+    assert (known - unknown).abs().max() > 1e-3
+    torch.testing.assert_close(model.query(h), unknown, rtol=0, atol=1e-6)
+    task = TwoTowerTask(model, split, TrainConfig(windows=0))
+    torch.manual_seed(0)
+    batch = next(task.batches(64, 1, torch.device("cpu")))
+    hidden = (batch["features"] == 0).all(dim=1)
+    assert 0 < int(hidden.sum()) < 64  # feature_dropout = 0.5
+    want = torch.from_numpy(codes)[batch["users"][~hidden]]
+    assert torch.equal(batch["features"][~hidden], want)
+    plain = TwoTower.from_dataset(dataclasses.replace(config, user_features=False), ds)
+    assert plain.n_user_features == 0
+
+
+def test_a_tiny_model_overfits_a_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(n_items=N_ITEMS, max_len=8, dim=32, hidden=64, dropout=0.0))
+    seqs = torch.tensor(
+        [
+            [0, 0, 1, 2, 3, 4, 5, 6, 7],
+            [0, 8, 9, 10, 11, 12, 13, 14, 15],
+            [20, 19, 18, 17, 16, 21, 22, 23, 24],
+        ]
+    )
+    inputs, targets = seqs[:, :-1], seqs[:, 1:]
+    mask = inputs != 0
+    counts = np.bincount(seqs.flatten().numpy(), minlength=N_ITEMS + 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(120):
+        loss = in_batch_softmax(
+            model(inputs)[mask], targets[mask], model.item_vectors, log_q(counts), 0.1
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    scores = model(inputs)[mask] @ model.item_embeddings().T
+    scores[:, 0] = -torch.inf
+    assert torch.equal(scores.argmax(dim=1), targets[mask])  # HR@1 == 1 over the catalogue
+
+
+def test_export_bundle_serves_two_tower_with_onnx_parity(
+    tmp_path: Path, data: tuple[Dataset, Split]
+) -> None:
+    ds, split = data
+    torch.manual_seed(0)
+    config = TwoTowerConfig(n_items=ds.n_items, max_len=20, dim=16, hidden=32)
+    model = TwoTower.from_dataset(config, ds).eval()
+    bundle = export_bundle(model, ds, split, tmp_path, {}, kind="two_tower", n_parity=64)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["model"]["kind"] == "two_tower"
+    assert meta["model"]["dim"] == 16
+    items = np.load(bundle / "item_embeddings.npy")
+    np.testing.assert_allclose(items, model.item_embeddings().detach().numpy(), atol=1e-6)
+    batch = left_pad(pick_histories(split.valid.histories, 32), 20)
+    sess = ort.InferenceSession(str(bundle / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    query, attention = sess.run(None, {"history": batch})
+    with torch.no_grad():
+        want_q, want_a = model.encode(torch.from_numpy(batch))
+    assert np.abs(query - want_q.numpy()).max() <= 1e-4
+    assert np.abs(attention - want_a.numpy()).max() <= 1e-4
+    assert meta["parity"]["int8_top10_overlap"] >= 0.9
