@@ -157,7 +157,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
         server_header=False,
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s) or None,
+        timeout_graceful_shutdown=max(1, round(settings.graceful_timeout_s)),
         limit_concurrency=max(1000, 4 * settings.max_concurrency),
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=5,

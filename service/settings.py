@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     shutdown_delay_s: float = Field(
         default=0.0, ge=0, le=600
     )  # readiness is false this long before exit
-    graceful_timeout_s: float = Field(default=20.0, ge=0, le=600)
+    graceful_timeout_s: float = Field(default=20.0, ge=1, le=600)  # in-flight requests finish
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = False
     fast_path: bool = True  # serve canonical GET /recommend without the framework (fastpath.py)
