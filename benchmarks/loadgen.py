@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -187,10 +188,10 @@ def _cycle(paths: Sequence[str]) -> Iterator[str]:
         yield from paths
 
 
-def run(coro: object) -> LoadResult:
+def run(coro: Coroutine[Any, Any, LoadResult]) -> LoadResult:
     """Run a load coroutine on uvloop when available."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    return uvloop.run(coro)  # type: ignore[arg-type,no-any-return]
+        return asyncio.run(coro)
+    return uvloop.run(coro)

@@ -113,7 +113,7 @@ def measure(
         closed_loop(
             HOST,
             port,
-            closed_paths if unique else paths,
+            closed_paths or paths,
             args.concurrency,
             args.duration,
             expect,
@@ -173,7 +173,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             "CINESYNC_STORE_DIR": str(store), "CINESYNC_MODEL_NAME": args.model_name,
             "CINESYNC_REDIS__URL": redis_url, "CINESYNC_CACHE__L1_TTL_S": "3600",
             "CINESYNC_CACHE__L2_TTL_S": "3600", "CINESYNC_LOG_LEVEL": "WARNING",
-            "CINESYNC_ENV": "development",
+            "CINESYNC_ENV": "development", **service_settings(args.set),
         }  # fmt: skip
         scenarios = [
             ("hello", "benchmarks.hello_app:create_app", {}, [], hot, None, None),
@@ -203,12 +203,24 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                    "users": len(users), "users_with_full_history": len(long_users)},
         "settings": {"rate_rps": args.rate, "duration_s": args.duration,
                      "concurrency": args.concurrency, "repeats": args.repeats,
+                     "service_settings": service_settings(args.set),
                      "uvicorn": " ".join(uvicorn_command("APP", 0)[3:]).replace(
                          "--port 0", "--port PORT")},
         "scenarios": results,
         "runs": runs,
         "ratios": ratios(results),
     }  # fmt: skip
+
+
+def service_settings(pairs: list[str]) -> dict[str, str]:
+    """`--set CINESYNC_X=v` options as environment entries for the CineSync servers."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("CINESYNC_"):
+            raise SystemExit(f"--set expects CINESYNC_NAME=VALUE, got {pair!r}")
+        out[key] = value
+    return out
 
 
 def median_of(figures: list[dict[str, Any]]) -> dict[str, Any]:
@@ -268,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     p.add_argument("--concurrency", type=int, default=8, help="closed-loop connections")
     p.add_argument("--repeats", type=int, default=3, help="runs per scenario (medians reported)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CINESYNC_NAME=VALUE",
+        help="a service setting for every CineSync server (repeatable)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cinesync-bench-") as tmp:

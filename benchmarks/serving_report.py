@@ -57,7 +57,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Both apps: `uvicorn {s['uvicorn']}`; client and servers on loopback. Latency: open loop "
         f"at {s['rate_rps']:g} req/s for {s['duration_s']:g} s; throughput: closed loop with "
         f"{s['concurrency']} connections. Each figure is the median of {s['repeats']} runs, "
-        "each on a freshly started server with empty caches.",
+        "each on a freshly started server with empty caches. Service settings: defaults"
+        + "".join(f", {k}={v}" for k, v in s.get("service_settings", {}).items())
+        + ".",
         "",
         "| scenario | p50 ms | p99 ms | max req/s | p50 x hello | p99 x hello | req/s x hello |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -33,13 +33,11 @@ _workload: Workload | None = None
 _environment: Environment | None = None
 
 
-@events.init.add_listener
 def _remember_environment(environment: Environment, **_: Any) -> None:
     global _environment
     _environment = environment
 
 
-@events.quit.add_listener
 def _write_result(exit_code: int, **_: Any) -> None:
     path = os.environ.get("LOADTEST_RESULT_FILE")
     if not path or _environment is None or _environment.stats is None:
@@ -51,6 +49,10 @@ def _write_result(exit_code: int, **_: Any) -> None:
     }
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(result, fh)
+
+
+events.init.add_listener(_remember_environment)
+events.quit.add_listener(_write_result)
 
 
 def _rate_per_user() -> float:
@@ -110,7 +112,7 @@ class CineSyncUser(FastHttpUser):
                     cold,
                 ),
             )
-        if ids is None:
+        if not isinstance(ids, list):
             return []
         if not cold:
             self.last[user] = ids

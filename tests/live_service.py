@@ -1,6 +1,5 @@
-"""Helpers for the live operations tests: a store holding one real tiny bundle (built once per
-pytest session, shared by every module that asks) and the real `cinesync serve` as a child
-process with Redis."""
+"""Helpers for the live operations tests: a store holding the session's real tiny bundle and the
+real `cinesync serve` as a child process with Redis."""
 
 from __future__ import annotations
 
@@ -9,21 +8,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from service_fixtures import MODEL, shared_tiny_bundle
 
 from loadtests.service_process import ServiceProcess, running
 from model_store.store import ModelStore
 
-MODEL = "cinesync"
-
 
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store whose LATEST is a tiny SASRec bundle trained by the real training code."""
+    """A store whose LATEST is the session's tiny SASRec bundle (the service tests' bundle,
+    trained and exported once per session by the real training code)."""
     root = tmp_path_factory.getbasetemp() / "ops-tiny-store"
     if ModelStore(root).latest(MODEL) is None:
-        from training.tiny_bundle import make_tiny_bundle
-
-        bundle = make_tiny_bundle(tmp_path_factory.mktemp("ops-tiny-bundle"))
-        ModelStore(root).publish(MODEL, bundle)
+        ModelStore(root).publish(MODEL, shared_tiny_bundle(tmp_path_factory))
     return root
 
 

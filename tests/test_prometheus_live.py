@@ -139,6 +139,7 @@ def test_prometheus_p99_agrees_with_the_load_generator_within_one_bucket(
     )
     prom_p99 = float(result[0]["value"][1])
     locust_p99 = locust.p99_ms / 1000.0
+    print(f"recommend p99: prometheus {prom_p99 * 1000:.2f} ms, locust {locust.p99_ms:g} ms")
     assert abs(bucket_index(prom_p99) - bucket_index(locust_p99)) <= 1, (
         f"prometheus p99 {prom_p99 * 1000:.2f} ms vs locust p99 {locust.p99_ms:g} ms "
         f"(1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
