@@ -10,16 +10,18 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from model_store.store import ModelStore
-from service.main import create_app
-from service.settings import Settings
+
+if TYPE_CHECKING:  # the serving stack is imported only by the tests that use it
+    import httpx
+
+    from service.settings import Settings
 
 MODEL = "cinesync"
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -72,6 +74,8 @@ def store_dir(published_store: Path, tmp_path: Path) -> Path:
 
 
 def make_settings(store_dir: Path, **overrides: Any) -> Settings:
+    from service.settings import Settings
+
     values: dict[str, Any] = {
         "store_dir": store_dir, "model_name": MODEL, "admin_token": ADMIN_TOKEN,
         "log_level": "WARNING",
@@ -95,6 +99,10 @@ async def running_app(
     settings: Settings, *, ready: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
     """create_app(settings) with its lifespan running, behind an httpx client."""
+    import httpx
+
+    from service.main import create_app
+
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -114,6 +122,8 @@ async def client(published_store: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 def served_bundle(client: httpx.AsyncClient) -> Any:
     """The bundle the app behind `client` currently serves (for white-box checks)."""
+    import httpx
+
     transport = client._transport
     assert isinstance(transport, httpx.ASGITransport)
     return transport.app.state.cinesync.registry.current  # type: ignore[attr-defined]
