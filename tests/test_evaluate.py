@@ -107,7 +107,7 @@ def test_batch_size_does_not_change_any_metric() -> None:
     rng = np.random.default_rng(2)
     n, m = 60, 45
     seqs = [list(rng.choice(np.arange(1, n + 1), size=6, replace=False)) for _ in range(m)]
-    genres = [[]] + [[g for g in "ABCD" if rng.random() < 0.4] for _ in range(n)]
+    genres: list[list[str]] = [[]] + [[g for g in "ABCD" if rng.random() < 0.4] for _ in range(n)]
     ds = tiny_dataset(seqs, genres, n_items=n)
     table = rng.integers(0, 5, size=(m, n + 1)).astype(np.float32)  # many ties
     ev = EvalSet(
