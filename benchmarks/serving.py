@@ -199,8 +199,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     results = {name: median_of(figures) for name, figures in runs.items()}
     return {
         "machine": describe_machine(),
-        "bundle": {"store": str(store), "name": args.model_name, "version": version,
-                   "users": len(users), "users_with_full_history": len(long_users)},
+        "bundle": bundle_info(store, args.model_name, version, len(users), len(long_users)),
         "settings": {"rate_rps": args.rate, "duration_s": args.duration,
                      "concurrency": args.concurrency, "repeats": args.repeats,
                      "service_settings": service_settings(args.set),
@@ -209,6 +208,18 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         "scenarios": results,
         "runs": runs,
         "ratios": ratios(results),
+    }  # fmt: skip
+
+
+def bundle_info(store: Path, name: str, version: int, users: int, long_users: int
+                ) -> dict[str, Any]:  # fmt: skip
+    manifest = ModelStore(store).manifest(name, version)
+    layers = manifest.model.config.get("model", {}).get("n_layers")
+    return {
+        "store": str(store), "name": name, "version": version, "kind": manifest.model.kind,
+        "dim": manifest.model.dim, "max_len": manifest.model.max_len, "n_layers": layers,
+        "dataset": manifest.dataset.name, "items": manifest.dataset.items, "users": users,
+        "users_with_full_history": long_users,
     }  # fmt: skip
 
 

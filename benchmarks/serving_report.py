@@ -52,8 +52,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{m['load_average_1m_at_start']} at start ({m['os']}, Python {m['python']}, uvicorn "
         f"{m['uvicorn']}, FastAPI {m['fastapi']}, ONNX Runtime {m['onnxruntime']}, "
         f"FAISS {m['faiss']}).",
-        f"Bundle: {b['name']} v{b['version']} ({b['users']} users, "
-        f"{b['users_with_full_history']} with a full history).",
+        f"Bundle: {b['name']} v{b['version']}, {b.get('kind', '?')} (dim {b.get('dim', '?')}, "
+        f"max_len {b.get('max_len', '?')}, {b.get('n_layers', '?')} layers) on "
+        f"{b.get('dataset', '?')}: {b.get('items', '?')} items, {b['users']} users, "
+        f"{b['users_with_full_history']} with a full history.",
         f"Both apps: `uvicorn {s['uvicorn']}`; client and servers on loopback. Latency: open loop "
         f"at {s['rate_rps']:g} req/s for {s['duration_s']:g} s; throughput: closed loop with "
         f"{s['concurrency']} connections. Each figure is the median of {s['repeats']} runs, "
@@ -73,6 +75,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{r['closed']['throughput_rps']:.0f} | {ratio['p50_x_hello']:.2f} | "
             f"{ratio['p99_x_hello']:.2f} | {ratio['throughput_x_hello']:.2f} |"
         )
+    runs = report.get("runs", {})
+    if runs:
+        lines += ["", "Every run (p99 ms at the open-loop rate / max req/s), for the spread:", ""]
+        lines += [
+            f"- {LABELS[name]}: "
+            + ", ".join(f"{r['open']['p99_ms']:.1f} / {r['closed']['throughput_rps']:.0f}"
+                        for r in runs[name])
+            for name in LABELS if name in runs
+        ]  # fmt: skip
     server = report["scenarios"]["miss"].get("server", {})
     if server:
         lines += ["", "Inside the server on the miss runs (mean per call, from its /metrics): "
