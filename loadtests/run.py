@@ -58,7 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="model store root (default $CINESYNC_STORE_DIR or model_store/store)",
     )
     p.add_argument("--model-name", default=None, help="default $CINESYNC_MODEL_NAME or cinesync")
-    p.add_argument("--out", type=Path, required=True, help="folder for CSV stats and summary")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("loadtests/out"),
+        help="folder for CSV stats and summary (default loadtests/out)",
+    )
     args = p.parse_args(argv)
     if args.users < 1 or args.spawn_rate <= 0 or (args.rate is not None and args.rate <= 0):
         p.error("--users, --spawn-rate and --rate must be positive")
