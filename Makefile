@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[serve,train,dev]'
+	$(BIN)/pip install --quiet -e '.[serve,train,dev,track]'
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install cinesync with every extra
