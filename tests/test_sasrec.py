@@ -153,6 +153,23 @@ def test_label_smoothing_changes_the_loss() -> None:
     torch.testing.assert_close(build_loss("ce", 0.1)(hidden, items2, targets), smooth)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_chunked_cross_entropy_matches_the_materialised_one(smoothing: float) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(70, 8, requires_grad=True)
+    items = torch.randn(N_ITEMS + 1, 8, requires_grad=True)
+    targets = torch.randint(1, N_ITEMS + 1, (70,))
+    chunked = FullSoftmaxLoss(smoothing, chunk=16)(hidden, items, targets)
+    grads = torch.autograd.grad(chunked, (hidden, items))
+    logits = hidden @ items[1:].T
+    reference = torch.nn.functional.cross_entropy(logits, targets - 1, label_smoothing=smoothing)
+    expected = torch.autograd.grad(reference, (hidden, items))
+    torch.testing.assert_close(chunked, reference)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    assert torch.equal(grads[1][0], torch.zeros(8))  # padding row gets no gradient
+
+
 @pytest.mark.parametrize("negatives", ["uniform", "popularity"])
 def test_sampled_softmax_trains_and_decreases_the_loss(negatives: str) -> None:
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ Every loss takes `hidden` (N, D) for the N non-padding positions of a batch, the
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,15 +29,72 @@ def smoothed_nll(logits: torch.Tensor, valid: torch.Tensor, label_smoothing: flo
     return ((1.0 - label_smoothing) * nll + label_smoothing * uniform).mean()
 
 
-class FullSoftmaxLoss:
-    """Softmax cross-entropy over the whole catalogue ("SASRec+"); padding is never a class."""
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """mean CE(hidden @ weight.T, targets) with label smoothing, computed `chunk` rows at a time.
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    The forward pass also computes both gradients, so the (N, C) logits never exist at once:
+    each (chunk, C) block stays in cache. On a CPU this is ~2-3x faster than materialising the
+    logits for catalogues of thousands of items, with the same result (float32 throughout).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        smoothing: float,
+        chunk: int,
+    ) -> torch.Tensor:
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            h_all, w = hidden.float(), weight.float()
+            n, c = h_all.shape[0], w.shape[0]
+            grad_h = torch.empty_like(h_all)
+            grad_w = torch.zeros_like(w)
+            total = h_all.new_zeros(())
+            for start in range(0, n, chunk):
+                h, t = h_all[start : start + chunk], targets[start : start + chunk, None]
+                logits = h @ w.T  # (n_chunk, C)
+                lse = torch.logsumexp(logits, dim=1)
+                nll = lse - logits.gather(1, t)[:, 0]
+                uniform = lse - logits.mean(dim=1)
+                total += ((1.0 - smoothing) * nll + smoothing * uniform).sum()
+                # d loss / d logits = softmax - (1 - eps) * onehot - eps / C
+                g = logits.sub_(lse[:, None]).exp_()
+                if smoothing:
+                    g.sub_(smoothing / c)
+                g.scatter_add_(1, t, g.new_full(t.shape, smoothing - 1.0))
+                grad_h[start : start + chunk] = g @ w
+                grad_w.addmm_(g.T, h)
+        ctx.save_for_backward(grad_h.to(hidden.dtype), grad_w.to(weight.dtype))
+        ctx.n = max(1, n)
+        return total / ctx.n
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_out / ctx.n
+        return grad_h * scale, grad_w * scale, None, None, None
+
+
+class FullSoftmaxLoss:
+    """Softmax cross-entropy over the whole catalogue ("SASRec+"); padding is never a class.
+
+    On a CPU with gradients enabled the chunked fused version is used (same value and gradients).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, chunk: int = 64) -> None:
         self.label_smoothing = label_smoothing
+        self.chunk = chunk
 
     def __call__(
         self, hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
+        if hidden.device.type == "cpu" and torch.is_grad_enabled():
+            loss: torch.Tensor = ChunkedLinearCrossEntropy.apply(
+                hidden, items[1:], targets - 1, self.label_smoothing, self.chunk
+            )
+            return loss
         logits = hidden @ items[1:].T  # (N, n_items)
         return F.cross_entropy(logits.float(), targets - 1, label_smoothing=self.label_smoothing)
 
