@@ -65,16 +65,26 @@ def train(
     store: Annotated[Path | None, typer.Option(envvar="CINESYNC_STORE_DIR", help="Model store root.")] = None,
     name: Annotated[str | None, typer.Option(help="Model name in the store (default $CINESYNC_MODEL_NAME or 'cinesync').")] = None,
     data_dir: DataDirOpt = None,
+    nproc: Annotated[int, typer.Option(min=1, help="Processes (DDP via torchrun).")] = 1,
+    mlflow: Annotated[bool | None, typer.Option(help="Log to MLflow ($CINESYNC_MLFLOW).")] = None,
 ) -> None:
     """Train a model, evaluate it, export its bundle and optionally publish it."""
     from training.errors import CineSyncError
     from training.train_cli import run_train
 
+    options = dict(
+        model=model, dataset=dataset, config=config, out=out, epochs=epochs, resume=resume,
+        device=device, seed=seed, publish=publish, store=store, name=name, data_dir=data_dir,
+        mlflow=mlflow,
+    )
+    if nproc > 1:
+        from training.distributed import launch
+        from training.train_cli import default_run_dir
+
+        options["out"] = out or default_run_dir(model, dataset)  # one folder for every rank
+        raise typer.Exit(code=launch(nproc, options))
     try:
-        run_train(
-            model=model, dataset=dataset, config=config, out=out, epochs=epochs, resume=resume,
-            device=device, seed=seed, publish=publish, store=store, name=name, data_dir=data_dir,
-        )
+        run_train(**options)  # type: ignore[arg-type]
     except CineSyncError as exc:
         _fail(str(exc))
 

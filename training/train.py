@@ -6,6 +6,11 @@ split with the shared full-ranking evaluator (query x item embeddings); the best
 validation NDCG@10 are kept, and training stops after `patience` evaluations without a gain.
 RUN_DIR receives checkpoint.pt (every epoch; `resume=True` continues from it), best.pt,
 epochs.jsonl, config.toml and finally metrics.json (test evaluated once, with the best weights).
+
+Hooks: `dist` (training/distributed.py) trains data-parallel, rank 0 alone evaluating, writing
+and logging; `tracker` (training/tracking.py) receives every epoch's numbers; `on_epoch(epoch,
+valid_metrics)` runs after each evaluation and returns True to stop (it may raise, e.g. optuna's
+TrialPruned).
 """
 
 from __future__ import annotations
@@ -30,14 +35,17 @@ from tqdm import tqdm
 from training import checkpoint as ckpt
 from training.config import RunConfig, TrainConfig, dump_toml
 from training.data.splits import EvalSet, Split
+from training.distributed import DistContext, ShardedTask
 from training.errors import ConfigError
 from training.evaluate import ScoreFn, evaluate
 from training.models import spec_for
 from training.schedule import build_optimizer, build_scheduler
 from training.sequences import left_pad
 from training.tasks import TrainTask
+from training.tracking import Tracker, flatten, numeric
 
 SELECT = "ndcg@10"
+EpochCallback = Callable[[int, dict[str, float]], bool]  # (epoch, valid metrics) -> stop?
 
 
 @dataclass
@@ -45,7 +53,7 @@ class TrainResult:
     model: nn.Module
     best_epoch: int
     epochs_run: int
-    stopped: str  # "epochs" | "patience" | "time" | "interrupted"
+    stopped: str  # "epochs" | "patience" | "time" | "callback" | "interrupted"
     seconds: float
     losses: list[float] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # {"valid", "test"}
@@ -225,6 +233,19 @@ def _truncate_jsonl(path: Path, last_epoch: int) -> None:
         path.write_text("".join(r + "\n" for r in rows))
 
 
+def _stop_reason(
+    run: _Run, config: TrainConfig, row: dict[str, Any], on_epoch: EpochCallback | None
+) -> str:
+    """Why training stops after this epoch ("" = it goes on)."""
+    if on_epoch is not None and "valid" in row and on_epoch(run.epoch, row["valid"]):
+        return "callback"
+    if config.patience and run.bad_evals >= config.patience:
+        return "patience"
+    if config.max_seconds and run.seconds >= config.max_seconds:
+        return "time"
+    return ""
+
+
 def train(
     model: nn.Module,
     split: Split,
@@ -237,19 +258,28 @@ def train(
     stop_after: int | None = None,
     log: Callable[[str], None] = lambda message: print(message, flush=True),
     task: TrainTask | None = None,
+    dist: DistContext | None = None,
+    tracker: Tracker | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Train `model` on `split.train`, select on `split.valid`, test once on `split.test`.
 
     `meta` (plain values: model kind, model config ...) is stored in every checkpoint.
     `stop_after` ends this call after that many epochs (the schedule still spans all epochs).
     `task` (batches and loss) defaults to the model's registered task (training/tasks.py).
+    With `dist` enabled, non-main ranks return their final weights and no metrics.
     """
     config = run_config.train
     device = device or torch.device("cpu")
+    dist = dist or DistContext(device=device)
+    main = dist.is_main
+    log = log if main else (lambda message: None)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     if task is None:
         task = spec_for(model).task(model, split, config)
+    if dist.enabled:
+        task = ShardedTask(task, model, dist, config.seed)
     run = _Run(model, config, task.steps_per_epoch(config.batch_size))
     meta = {**(meta or {}), "config": run_config.to_dict()}
     epochs_log = run_dir / "epochs.jsonl"
@@ -262,16 +292,19 @@ def train(
             )
         run.restore(state, ckpt.load(run_dir / ckpt.BEST))
         task.load_state_dict(state.get("task", {}))
-        _truncate_jsonl(epochs_log, run.epoch)
+        if main:
+            _truncate_jsonl(epochs_log, run.epoch)
         log(
             f"resumed at epoch {run.epoch} (best {SELECT} {run.best_metric:.4f} "
             f"at epoch {run.best_epoch})"
         )
     else:
         seed_everything(config.seed)
-        epochs_log.unlink(missing_ok=True)
-    (run_dir / "config.toml").write_text(dump_toml(meta["config"]))
-    progress = config.progress and sys.stderr.isatty()
+        if main:
+            epochs_log.unlink(missing_ok=True)
+    if main:
+        (run_dir / "config.toml").write_text(dump_toml(meta["config"]))
+    progress = config.progress and sys.stderr.isatty() and main
     losses: list[float] = []
     stopped = "epochs"
     ran = 0
@@ -292,7 +325,7 @@ def train(
         }
         if task_stats:
             row["task"] = task_stats
-        if run.epoch % config.eval_every == 0 or run.epoch == config.epochs:
+        if main and (run.epoch % config.eval_every == 0 or run.epoch == config.epochs):
             valid = evaluate_model(model, split.valid, split, device, config)
             row["valid"] = valid
             if valid[SELECT] > run.best_metric:
@@ -311,18 +344,19 @@ def train(
             "train_seconds": train_seconds,
             "seqs_per_s": n_seqs / max(train_seconds, 1e-9),
         }
-        _append_jsonl(epochs_log, row)
-        ckpt.save(run_dir / ckpt.CHECKPOINT, {**run.state(meta), "task": task.state_dict()})
+        if main:
+            _append_jsonl(epochs_log, row)
+            ckpt.save(run_dir / ckpt.CHECKPOINT, {**run.state(meta), "task": task.state_dict()})
+            if tracker is not None:
+                tracker.log_metrics(numeric(flatten(row)), step=run.epoch)
         valid_text = f" valid {SELECT} {row['valid'][SELECT]:.4f}" if "valid" in row else ""
         log(f"epoch {run.epoch:3d} loss {loss:.4f}{valid_text} ({epoch_seconds:.1f}s)")
-        if config.patience and run.bad_evals >= config.patience:
-            stopped = "patience"
-            break
-        if config.max_seconds and run.seconds >= config.max_seconds:
-            stopped = "time"
+        stop = dist.decide(_stop_reason(run, config, row, on_epoch) if main else "")
+        if stop:
+            stopped = stop
             break
     result = TrainResult(model, run.best_epoch, run.epoch, stopped, run.seconds, losses)
-    if stopped == "interrupted":
+    if stopped == "interrupted" or not main:
         return result
     model.load_state_dict(run.best_state)
     test = evaluate_model(model, split.test, split, device, config)

@@ -1,8 +1,13 @@
-"""`cinesync train`: config -> dataset -> leave-one-out split -> train -> export -> publish."""
+"""`cinesync train`: config -> dataset -> leave-one-out split -> train -> export -> publish.
+
+Under torchrun (`torchrun --nproc_per_node=N -m training.train_cli --model ...`) every rank
+trains data-parallel (training/distributed.py); rank 0 alone exports, publishes and tracks.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +20,10 @@ from training.config import (
     build_model_config,
     load_config,
 )
+from training.distributed import DistContext, init_distributed
 from training.errors import ConfigError
-from training.models import get_model_spec
+from training.models import ModelSpec, get_model_spec
+from training.tracking import flatten, numeric
 from training.train import TrainResult, configure_threads, resolve_device, seed_everything, train
 
 DEFAULT_STORE = Path("model_store/store")
@@ -69,18 +76,50 @@ def run_train(
     store: Path | None,
     name: str | None,
     data_dir: Path | None,
+    mlflow: bool | None = None,
 ) -> None:
-    """Train MODEL on DATASET, write RUN_DIR (metrics.json, bundle/), optionally publish it."""
-    from training.data import leave_one_out, load_dataset
+    """Train MODEL on DATASET, write RUN_DIR (metrics.json, bundle/), optionally publish it.
 
+    `mlflow` (None = $CINESYNC_MLFLOW) logs the run to MLflow, else to RUN_DIR/params.json and
+    tracking.jsonl."""
     spec = get_model_spec(model)
     if resume and out is None:
         raise ConfigError("--resume needs --out RUN_DIR (the run folder to continue)")
     run_config = resolve_config(
         model, config, out, resume, {"train.epochs": epochs, "train.seed": seed}
     )
-    torch_device = resolve_device(device)
-    threads = configure_threads(run_config.train.threads)
+    ctx = init_distributed(resolve_device(device))  # torchrun's process group, else one process
+    ok = False
+    try:
+        if ctx.enabled and out is None:
+            raise ConfigError("distributed training needs --out RUN_DIR (the same on every rank)")
+        _train_run(
+            spec, dataset, data_dir, run_config, out, resume, ctx, publish, store, name, mlflow
+        )
+        ok = True
+    finally:
+        ctx.close(wait=ok)
+
+
+def _train_run(
+    spec: ModelSpec,
+    dataset: str,
+    data_dir: Path | None,
+    run_config: RunConfig,
+    out: Path | None,
+    resume: bool,
+    ctx: DistContext,
+    publish: bool,
+    store: Path | None,
+    name: str | None,
+    mlflow: bool | None,
+) -> None:
+    from training.data import leave_one_out, load_dataset
+    from training.tracking import tracked_run
+
+    model = spec.name
+    torch_device = ctx.device
+    threads = ctx.share_threads(configure_threads(run_config.train.threads))
     ds = load_dataset(dataset, data_dir)
     split = leave_one_out(ds)
     run_dir = out or default_run_dir(model, ds.name)
@@ -88,29 +127,60 @@ def run_train(
     model_config = build_model_config(spec.config_cls, run_config, n_items=ds.n_items)
     net = spec.build(model_config, ds)
     run_config.model = {k: v for k, v in asdict(model_config).items() if k not in DATASET_FIELDS}
-    print(
+    log = print if ctx.is_main else (lambda *_: None)
+    log(
         f"training {model} on {ds.name} ({ds.n_users} users, {ds.n_items} items, "
-        f"{ds.n_interactions} interactions) on {torch_device} with {threads} threads -> {run_dir}"
+        f"{ds.n_interactions} interactions) on {torch_device} with {threads} threads"
+        f"{f' x {ctx.world_size} ranks' if ctx.enabled else ''} -> {run_dir}"
     )
     meta = {"model": model, "model_config": asdict(model_config), "dataset": ds.name}
-    result = train(net, split, run_config, run_dir, device=torch_device, meta=meta, resume=resume)
+    params = {**meta, "train": asdict(run_config.train), "world_size": ctx.world_size}
+    with tracked_run(run_dir, mlflow, params, enabled=ctx.is_main) as tracker:
+        result = train(
+            net,
+            split,
+            run_config,
+            run_dir,
+            device=torch_device,
+            meta=meta,
+            resume=resume,
+            dist=ctx,
+            tracker=tracker,
+        )
+        if not ctx.is_main:
+            return
 
-    from training.export import export_bundle
+        from training.export import export_bundle
 
-    net.to("cpu").eval()
-    bundle = export_bundle(
-        cast(Any, net),
-        ds,
-        split,
-        run_dir / "bundle",
-        result.metrics,
-        {"model": meta["model_config"], "train": asdict(run_config.train)},
-        kind=model,
-    )
-    extra = {"bundle": str(bundle)}
-    if publish:
-        from training.publish import publish_run
+        net.to("cpu").eval()
+        bundle = export_bundle(
+            cast(Any, net),
+            ds,
+            split,
+            run_dir / "bundle",
+            result.metrics,
+            {"model": meta["model_config"], "train": asdict(run_config.train)},
+            kind=model,
+        )
+        extra = {"bundle": str(bundle)}
+        artifacts = [bundle / "bundle.json"]
+        if publish:
+            from training.publish import default_model_name, publish_run
 
-        version = publish_run(run_dir=run_dir, store_root=store or DEFAULT_STORE, name=name)
-        extra["published"] = f"version {version} in {store or DEFAULT_STORE}"
-    print(summary_table(result, run_dir, extra))
+            root = store or DEFAULT_STORE
+            version = publish_run(run_dir=run_dir, store_root=root, name=name)
+            extra["published"] = f"version {version} in {root}"
+            # the store's layout: <root>/<name>/<version>/manifest.json (DESIGN 3.1)
+            artifacts.append(root / (name or default_model_name()) / str(version) / "manifest.json")
+        if tracker is not None:
+            final = {"best_valid": result.metrics["valid"], "test": result.metrics["test"]}
+            tracker.log_metrics(numeric(flatten(final)), step=result.epochs_run)
+            for path in artifacts:
+                tracker.log_artifact(path)
+    log(summary_table(result, run_dir, extra))
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=N -m training.train_cli --model ...
+    from training.cli import app
+
+    app(["train", *sys.argv[1:]], prog_name="cinesync train")
