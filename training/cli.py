@@ -90,6 +90,35 @@ def train(
 
 
 @app.command()
+def tune(
+    model: Annotated[str, typer.Option(help="sasrec | bert4rec | two_tower")] = "sasrec",
+    dataset: DatasetOpt = "ml-latest-small",
+    trials: Annotated[int, typer.Option(min=1, help="Trials to run now.")] = 20,
+    study_db: Annotated[Path | None, typer.Option(help="SQLite study file (resumed).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Best config TOML (default runs/tune/).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="No new trial after S seconds.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Base TOML (default: the model's).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    study_name: Annotated[str | None, typer.Option(help="Default <model>-<dataset>.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Tune hyper-parameters with Optuna on validation NDCG@10; write the best config as TOML."""
+    from training.errors import CineSyncError
+    from training.tune import run_tune
+
+    try:
+        run_tune(
+            model=model, dataset=dataset, trials=trials, study_db=study_db, out=out, epochs=epochs,
+            timeout=timeout, config=config, seed=seed, device=device, data_dir=data_dir,
+            study_name=study_name,
+        )
+    except CineSyncError as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def publish(
     run: Annotated[Path, typer.Option(help="A training run folder holding bundle/.")],
     store: StoreOpt,

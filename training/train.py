@@ -261,6 +261,7 @@ def train(
     dist: DistContext | None = None,
     tracker: Tracker | None = None,
     on_epoch: EpochCallback | None = None,
+    test: bool = True,
 ) -> TrainResult:
     """Train `model` on `split.train`, select on `split.valid`, test once on `split.test`.
 
@@ -268,6 +269,7 @@ def train(
     `stop_after` ends this call after that many epochs (the schedule still spans all epochs).
     `task` (batches and loss) defaults to the model's registered task (training/tasks.py).
     With `dist` enabled, non-main ranks return their final weights and no metrics.
+    `test=False` leaves the test split alone (tuning: selection on validation only).
     """
     config = run_config.train
     device = device or torch.device("cpu")
@@ -359,8 +361,9 @@ def train(
     if stopped == "interrupted" or not main:
         return result
     model.load_state_dict(run.best_state)
-    test = evaluate_model(model, split.test, split, device, config)
-    result.metrics = {"valid": run.best_valid, "test": test}
+    result.metrics = {"valid": run.best_valid}
+    if test:
+        result.metrics["test"] = evaluate_model(model, split.test, split, device, config)
     (run_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
     summary = {
         "best_epoch": run.best_epoch,
