@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,9 +13,10 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import free_port
+from conftest import REPO_ROOT, free_port
 
 from training import checkpoint as ckpt
 from training.config import CONFIG_DIR, load_config
@@ -132,3 +135,37 @@ def test_two_gloo_ranks_end_with_identical_parameters_and_a_falling_loss(tmp_pat
         assert torch.equal(value, rank1[name]), name
     assert not all(torch.equal(v, torch.zeros_like(v)) for v in rank0.values())
     assert np.isfinite(rows[-1]["loss"])
+
+
+@pytest.mark.slow
+def test_cinesync_train_nproc_2_trains_exports_publishes_and_tracks_once(tmp_path: Path) -> None:
+    """The whole command: torchrun, 2 gloo ranks, rank 0 exports, publishes and logs to MLflow."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CINESYNC_THREADS": "1"}
+    env.pop("CINESYNC_MLFLOW_URI", None)
+    command = [
+        sys.executable, "-m", "training.cli", "train", "--model", "sasrec",
+        "--dataset", "synthetic:users=120,items=60,interactions=2400,seed=5",
+        "--config", str(CONFIG_DIR / "sasrec-tiny.toml"), "--out", str(tmp_path / "run"),
+        "--device", "cpu", "--nproc", "2", "--mlflow", "--publish", "--store", str(tmp_path / "s"),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("epoch   1 loss") == 1  # rank 0 alone logs
+    assert (tmp_path / "s" / "cinesync" / "1" / "manifest.json").is_file()
+    db = sqlite3.connect(tmp_path / "mlruns.db")
+    try:
+        ((run_id, status, uri),) = db.execute("SELECT run_uuid, status, artifact_uri FROM runs")
+        params = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)))
+        steps = [
+            s
+            for (s,) in db.execute(
+                "SELECT step FROM metrics WHERE key = 'valid/ndcg_at_10' ORDER BY step"
+            )
+        ]
+    finally:
+        db.close()
+    assert status == "FINISHED"
+    assert params["world_size"] == "2"
+    assert steps == [1, 2, 3]
+    artifacts = Path(uri.removeprefix("file://"))
+    assert {p.name for p in artifacts.iterdir()} == {"bundle.json", "manifest.json"}
