@@ -183,4 +183,4 @@ def _train_run(
 if __name__ == "__main__":  # torchrun --nproc_per_node=N -m training.train_cli --model ...
     from training.cli import app
 
-    app(["train", *sys.argv[1:]], prog_name="cinesync train")
+    app(["train", *sys.argv[1:]], prog_name="cinesync")
