@@ -62,6 +62,9 @@ class Encoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # No per-session arena: run buffers go back to the allocator, so a process that
+        # replaces its session on every reload keeps a flat RSS (tests/test_reliability_reload).
+        options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors

@@ -53,7 +53,14 @@ class ModelRegistry:
         task = asyncio.ensure_future(self._reload(version))
         self._task = task
         task.add_done_callback(_retrieve)
+        task.add_done_callback(self._forget)
         return await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Future[tuple[Bundle | None, Bundle]]) -> None:
+        """Drop the finished reload: its result holds the previous bundle, which must not stay
+        in memory until the next reload."""
+        if self._task is task:
+            self._task = None
 
     async def _reload(self, version: int | None) -> tuple[Bundle | None, Bundle]:
         self.reloading_since = time.monotonic()
