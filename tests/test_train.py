@@ -265,3 +265,13 @@ def test_train_command_rejects_an_unknown_model_with_exit_code_2() -> None:
     result = CliRunner().invoke(app, ["train", "--model", "gpt", "--dataset", "synthetic"])
     assert result.exit_code == 2
     assert "unknown model 'gpt'" in result.output
+
+
+def test_resume_without_a_run_folder_is_a_clear_error() -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--dataset", "synthetic", "--resume"])
+    assert result.exit_code == 2
+    assert "--resume needs --out RUN_DIR" in result.output

@@ -40,7 +40,7 @@ class TrainConfig:
     sort_chunk: int = 16  # batches come from length-sorted groups of this many (1 = plain shuffle)
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = $CINESYNC_THREADS, else the idle cores
-    max_seconds: float = 0.0  # stop after the epoch that passes this training time; 0 = no budget
+    max_seconds: float = 0.0  # no epoch starts that would end past this time; 0 = no budget
     progress: bool = True  # tqdm bar (only on a terminal)
 
     def __post_init__(self) -> None:

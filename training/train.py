@@ -241,7 +241,8 @@ def _stop_reason(
         return "callback"
     if config.patience and run.bad_evals >= config.patience:
         return "patience"
-    if config.max_seconds and run.seconds >= config.max_seconds:
+    # time budget: stop when another epoch as long as this one would overrun it
+    if config.max_seconds and run.seconds + row["seconds"] > config.max_seconds:
         return "time"
     return ""
 
