@@ -63,24 +63,26 @@ def histories() -> torch.Tensor:
 def test_in_batch_loss_with_logq_matches_a_hand_computation() -> None:
     torch.manual_seed(0)
     table = torch.randn(7, 3)
-    queries = torch.randn(4, 3)
-    targets = torch.tensor([1, 2, 2, 5])
-    hard = torch.tensor([[3, 0], [2, 4], [6, 6], [0, 0]])  # 0 = none; row 1's 2 is its target
+    queries = torch.randn(2, 3, 3)  # (B, L, D)
+    targets = torch.tensor([[0, 1, 2], [2, 2, 5]])  # 0 = no target
+    hard = torch.tensor([[3, 0], [2, 4]])  # per row; 0 = none; row 1's 2 is a target there
     counts = np.array([0, 4, 1, 2, 3, 6, 1])
-    lq = log_q(counts)
     tau = 0.5
-    got = in_batch_softmax(queries, targets, lambda ids: table[ids], lq, tau, hard)
-    total = 0.0
-    for n in range(4):
+    got = in_batch_softmax(queries, targets, lambda ids: table[ids], log_q(counts), tau, hard)
+    losses = []
+    for b, row in enumerate(targets.tolist()):
+        for pos, target in enumerate(row):
+            if target == 0:
+                continue
 
-        def logit(item: int, corrected: bool, n: int = n) -> float:
-            score = float(queries[n] @ table[item]) / tau
-            return score - math.log(counts[item] / counts.sum()) if corrected else score
+            def logit(item: int, corrected: bool, b: int = b, pos: int = pos) -> float:
+                score = float(queries[b, pos] @ table[item]) / tau
+                return score - math.log(counts[item] / counts.sum()) if corrected else score
 
-        logits = [logit(c, True) for c in (1, 2, 5)]  # the batch's distinct targets
-        logits += [logit(h, False) for h in hard[n].tolist() if h not in (0, int(targets[n]))]
-        total += -logit(int(targets[n]), True) + math.log(sum(math.exp(v) for v in logits))
-    assert float(got) == pytest.approx(total / 4, rel=1e-5)
+            logits = [logit(c, True) for c in (1, 2, 5)]  # the batch's distinct targets
+            logits += [logit(h, False) for h in hard[b].tolist() if h not in (0, target)]
+            losses.append(-logit(target, True) + math.log(sum(math.exp(v) for v in logits)))
+    assert float(got) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
     plain = in_batch_softmax(queries, targets, lambda ids: table[ids], None, tau)
     assert float(plain) != pytest.approx(float(got), rel=1e-3)
 
@@ -217,12 +219,11 @@ def test_a_tiny_model_overfits_a_tiny_batch() -> None:
     )
     inputs, targets = seqs[:, :-1], seqs[:, 1:]
     mask = inputs != 0
+    targets = targets.masked_fill(~mask, 0)
     counts = np.bincount(seqs.flatten().numpy(), minlength=N_ITEMS + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(120):
-        loss = in_batch_softmax(
-            model(inputs)[mask], targets[mask], model.item_vectors, log_q(counts), 0.1
-        )
+        loss = in_batch_softmax(model(inputs), targets, model.item_vectors, log_q(counts), 0.1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -4,8 +4,8 @@ mined from the model's own top-scored items.
 In-batch: each row's candidates are the batch's distinct target items; an item's chance of being a
 candidate grows with its popularity, so its logit is corrected by -log Q(item) (Yi et al., 2019,
 "Sampling-bias-corrected neural modeling"), Q = the item's share of training interactions.
-Hard negatives (per row, no logQ: they are chosen by score, not by popularity) join the
-candidates; entries 0 (none mined) or equal to the row's target are masked out.
+Hard negatives (per sequence, no logQ: they are chosen by score, not by popularity) join the
+candidates; entries 0 (none mined) or equal to the position's target are masked out.
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ def in_batch_softmax(
     hard: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Mean softmax cross-entropy of each row's target against the batch's other distinct
-    targets (logQ-corrected) and its hard negatives. queries (N, D), targets (N,) in 1..n_items,
-    hard (N, H) item ids or None."""
-    candidates, label = torch.unique(targets, return_inverse=True)  # (U,), (N,)
-    scores = queries @ item_vectors(candidates).T / temperature  # (N, U)
+    """Mean softmax cross-entropy of every target against the batch's other distinct targets
+    (logQ-corrected) and its row's hard negatives. queries (B, L, D); targets (B, L) in
+    0..n_items, 0 = no target at that position; hard (B, H) item ids per row (shared by the row's
+    positions: one item-tower pass per row, not per position) or None."""
+    mask = targets != 0
+    q, t = queries[mask], targets[mask]  # (N, D), (N,)
+    candidates, label = torch.unique(t, return_inverse=True)  # (U,), (N,)
+    scores = q @ item_vectors(candidates).T / temperature  # (N, U)
     if log_q is not None:
         scores = scores - log_q.to(scores.device)[candidates][None, :]
     positive = scores.gather(1, label[:, None])  # (N, 1)
@@ -49,9 +52,11 @@ def in_batch_softmax(
     others.scatter_(1, label[:, None], False)  # the target's own column is not a negative
     logits, valid = [positive, scores], [torch.ones_like(positive, dtype=torch.bool), others]
     if hard is not None and hard.shape[1] > 0:
-        vectors = item_vectors(hard)  # (N, H, D)
-        logits.append((queries[:, None, :] * vectors).sum(dim=-1) / temperature)
-        valid.append((hard != 0) & (hard != targets[:, None]))
+        vectors = item_vectors(hard)  # (B, H, D)
+        hard_scores = queries @ vectors.transpose(1, 2) / temperature  # (B, L, H)
+        ids = hard[:, None, :].expand(-1, targets.shape[1], -1)[mask]  # (N, H)
+        logits.append(hard_scores[mask])
+        valid.append((ids != 0) & (ids != t[:, None]))
     return smoothed_nll(torch.cat(logits, dim=1), torch.cat(valid, dim=1), label_smoothing)
 
 

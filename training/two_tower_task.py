@@ -4,8 +4,9 @@ in-batch softmax with logQ correction plus mined hard negatives (training/negati
 Hard negatives: from epoch `hard_start` on, every `refresh_every` epochs, the model scores every
 item for a seeded sample of up to `mine_users` users (query = the user's training history); each
 keeps `hard_pool` top-scored items that are not in its training sequence, after skipping the top
-`hard_skip` (likely unlabelled positives). Each training row then adds `hard_ratio` worth of
-negatives drawn from its user's pool. The pool is part of the checkpoint (`state_dict`).
+`hard_skip` (likely unlabelled positives). Each training window then adds `hard_ratio` worth
+of negatives drawn from its user's pool, shared by the window's positions. The pool is part of
+the checkpoint (`state_dict`).
 """
 
 from __future__ import annotations
@@ -104,19 +105,18 @@ class TwoTowerTask(WindowTask):
         targets = batch["targets"]
         queries = model(batch["inputs"], batch.get("features"))  # (B, L, D)
         mask = targets != 0
-        rows_targets = targets[mask]
         hard = None
         n_hard = hard_count(
-            self.mc.hard_ratio, int(torch.unique(rows_targets).numel()), self.mc.hard_pool
+            self.mc.hard_ratio, int(torch.unique(targets[mask]).numel()), self.mc.hard_pool
         )
         if self.mined and n_hard:
-            users = batch["users"][:, None].expand_as(targets)[mask].cpu()  # (N,)
+            users = batch["users"].cpu()  # (B,)
             picks = torch.randint(self.mc.hard_pool, (len(users), n_hard))
-            hard = self.pool[users].gather(1, picks).to(targets.device)  # (N, H)
+            hard = self.pool[users].gather(1, picks).to(targets.device)  # (B, H)
         net: Any = model
         loss = in_batch_softmax(
-            queries[mask],
-            rows_targets,
+            queries,
+            targets,
             net.item_vectors,
             self.log_q,
             self.mc.temperature,
