@@ -6,23 +6,25 @@ real limits (k <= max_k, user_id length)."""
 # FastAPI must resolve at definition time.
 
 import logging
+import math
 import time
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, FastAPI, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.admin import list_models
 from service.deps import (
     AdminDep,
-    LimiterDep,
+    EventRateDep,
     MetricsDep,
     RecommenderDep,
     RegistryDep,
     StateDep,
     check_user_id,
-    client_key,
 )
 from service.errors import (
     InvalidRequestError,
@@ -33,8 +35,10 @@ from service.errors import (
     UnknownItemError,
     http_status,
 )
+from service.ratelimit import retry_after_header
 from service.schemas import (
     MAX_ITEM_ID_CHARS,
+    USER_ID_PATTERN,
     BecauseItem,
     ErrorResponse,
     EventAccepted,
@@ -55,13 +59,18 @@ JSON = "application/json"
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in (422, 503, *codes)}
+    """Documented error answers: validation (422), headers too large (431), at capacity (503),
+    plus the route's own (a body route adds 400 undecodable body and 413 body too large)."""
+    return {code: {"model": ErrorResponse} for code in sorted({422, 431, 503, *codes})}
 
 
 def build_router(settings: Settings) -> APIRouter:
     """All routes; bounds that depend on settings are baked into the parameters here."""
     router = APIRouter()
-    UserId = Annotated[str, Path(min_length=1, max_length=settings.max_user_id_chars)]
+    UserId = Annotated[
+        str,
+        Path(min_length=1, max_length=settings.max_user_id_chars, pattern=USER_ID_PATTERN),
+    ]
     ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ITEM_ID_CHARS)]
 
     @router.get("/recommend/{user_id}", response_model=RecommendResponse, responses=_errors())
@@ -82,21 +91,19 @@ def build_router(settings: Settings) -> APIRouter:
         "/users/{user_id}/events",
         status_code=202,
         response_model=EventAccepted,
-        responses=_errors(404, 413, 429),
+        responses=_errors(400, 404, 413, 429),
+        dependencies=[EventRateDep],
     )
     async def post_event(
-        request: Request,
         user_id: UserId,
         event: EventIn,
         rec: RecommenderDep,
-        limiter: LimiterDep,
         metrics: MetricsDep,
     ) -> EventAccepted:
-        """Append to the user's live history; the next /recommend reflects it."""
+        """Append to the user's live history; the next /recommend reflects it. Each client
+        (see service/ratelimit.py) may post `events.rate_per_s` per second, bursts of
+        `events.burst`; past that: 429 with Retry-After."""
         check_user_id(user_id)
-        if not limiter.allow(client_key(request)):
-            metrics.count_event(False)
-            raise RateLimitedError("too many events from this client; slow down")
         now = time.time()
         ts = now if event.timestamp is None else event.timestamp
         if ts > now + settings.events.max_future_skew_s:
@@ -142,7 +149,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/admin/reload",
         response_model=ReloadResponse,
         dependencies=[AdminDep],
-        responses=_errors(401, 403, 404, 409),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     async def reload(
         registry: RegistryDep,
@@ -198,8 +205,10 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, UnauthorizedError):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, NotReadyError | RateLimitedError):
+    if isinstance(exc, NotReadyError):
         headers["Retry-After"] = "1"
+    if isinstance(exc, RateLimitedError):
+        headers["Retry-After"] = retry_after_header(exc.retry_after_s)
     return JSONResponse({"detail": exc.detail}, status_code=http_status(exc), headers=headers)
 
 
@@ -208,7 +217,26 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
+def _finite(value: Any) -> Any:
+    """JSON-safe: NaN and infinities (which a request body may hold) become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 body, rendered even when it echoes a NaN the client sent (else a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Domain errors -> {"detail": reason} with their status (errors.HTTP_STATUS)."""
+    """Domain errors -> {"detail": reason} with their status (errors.HTTP_STATUS); validation
+    errors -> 422 with FastAPI's list of problems."""
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)

@@ -10,11 +10,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import AdminDisabledError, InvalidRequestError, NotReadyError, UnauthorizedError
-from service.limits import RateLimiter
+from service.errors import (
+    AdminDisabledError,
+    InvalidRequestError,
+    NotReadyError,
+    RateLimitedError,
+    UnauthorizedError,
+)
 from service.metrics import ServiceMetrics
 from service.recommender import Recommender
 from service.registry import ModelRegistry
+from service.schemas import is_valid_user_id
 from service.settings import Settings
 from service.state import AppState
 
@@ -47,21 +53,17 @@ async def _recommender(state: StateDep) -> Recommender:
     return state.recommender
 
 
-async def _limiter(state: StateDep) -> RateLimiter:
-    return state.event_limiter
-
-
 SettingsDep = Annotated[Settings, Depends(_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(_metrics)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 RecommenderDep = Annotated[Recommender, Depends(_recommender)]
-LimiterDep = Annotated[RateLimiter, Depends(_limiter)]
 
 
 def check_user_id(user_id: str) -> str:
-    """Printable, not blank (length is bounded by the path parameter's max_length)."""
-    if not user_id.strip() or not user_id.isprintable():
-        raise InvalidRequestError("user_id must be printable text and not blank")
+    """No control characters, not blank (the path parameter also declares the pattern and the
+    length; this guards any caller that bypasses it)."""
+    if not is_valid_user_id(user_id, len(user_id)):
+        raise InvalidRequestError("user_id must be text without control characters, not blank")
     return user_id
 
 
@@ -85,6 +87,16 @@ def require_admin(
 AdminDep = Depends(require_admin)
 
 
-def client_key(request: Request) -> str:
-    """The peer address (uvicorn rewrites it from X-Forwarded-For only for trusted proxies)."""
-    return request.client.host if request.client is not None else "unknown"
+async def limit_events(request: Request, state: StateDep) -> None:
+    """One token from the client's event bucket (before the body is validated, so invalid
+    requests count too); none left -> RateLimitedError (429 with Retry-After)."""
+    peer = request.client.host if request.client is not None else None
+    decision = state.event_limiter.check(peer, request.headers.getlist("x-forwarded-for"))
+    if not decision.allowed:
+        state.metrics.count_event(False)
+        raise RateLimitedError(
+            "too many events from this client; slow down", decision.retry_after_s
+        )
+
+
+EventRateDep = Depends(limit_events)

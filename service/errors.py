@@ -55,7 +55,11 @@ class AdminDisabledError(ServiceError):
 
 
 class RateLimitedError(ServiceError):
-    """The client sent events faster than the configured rate."""
+    """The client sent events faster than the configured rate; retry after `retry_after_s`."""
+
+    def __init__(self, detail: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 HTTP_STATUS: Final[dict[type[ServiceError], int]] = {

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServiceError
+from service.schemas import is_valid_user_id
 from service.state import AppState
 
 PREFIX = "/recommend/"
@@ -28,10 +29,7 @@ class RecommendFastPath:
 
     def _parse(self, scope: Scope) -> tuple[str, int, bool, str | None] | None:
         user_id = scope["path"][len(PREFIX) :]
-        if (
-            not user_id or "/" in user_id or len(user_id) > self.max_user_chars
-            or not user_id.isprintable() or not user_id.strip()
-        ):  # fmt: skip
+        if not is_valid_user_id(user_id, self.max_user_chars):
             return None
         k, exclude_seen, genres = 10, True, None
         seen: set[str] = set()

@@ -4,16 +4,13 @@
   Retry-After instead of queueing (health, readiness and metrics are exempt).
 - `RequestSizeLimit`: headers over a byte budget -> 431; a body over the limit -> 413, whether
   announced by Content-Length or streamed in chunks.
-- `RateLimiter`: a per-client token bucket (bounded number of clients) for event ingestion.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
-from cachetools import LRUCache
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -136,23 +133,3 @@ class RequestSizeLimit:
                 f"request body exceeds {self.max_body} bytes",
                 [(b"connection", b"close")],
             )
-
-
-class RateLimiter:
-    """Token bucket per client key: `rate` tokens per second, up to `burst`."""
-
-    def __init__(
-        self, rate: float, burst: int, max_clients: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate, self.burst, self._clock = rate, float(burst), clock
-        self._buckets: LRUCache[str, tuple[float, float]] = LRUCache(maxsize=max_clients)
-
-    def allow(self, client: str) -> bool:
-        now = self._clock()
-        tokens, last = self._buckets.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            return False
-        self._buckets[client] = (tokens - 1.0, now)
-        return True

@@ -145,7 +145,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
     configure_logging(settings.log_level)
     app = create_app(settings)
     lifecycle: Lifecycle = app.state.lifecycle
-    trusted = ",".join(settings.trusted_proxies)
     config = uvicorn.Config(
         app,
         host=host,
@@ -155,8 +154,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
         log_config=None,
         access_log=settings.access_log,
         server_header=False,
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
+        proxy_headers=False,  # X-Forwarded-For is read by service/ratelimit.py, trusted peers only
         timeout_graceful_shutdown=max(1, round(settings.graceful_timeout_s)),
         limit_concurrency=max(1000, 4 * settings.max_concurrency),
         h11_max_incomplete_event_size=settings.max_header_bytes,

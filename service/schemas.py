@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 StrategyName = Literal["sequential", "blend", "content", "popular"]
 MAX_ITEM_ID_CHARS = 256
+# A user id: no control characters (C0, DEL, C1), no '/', not only spaces. Declared in OpenAPI
+# and checked by both /recommend routes with this one expression.
+_CTRL = r"\x00-\x1f\x7f-\x9f/"
+USER_ID_PATTERN = rf"^[^{_CTRL}]*[^ {_CTRL}][^{_CTRL}]*$"
+_USER_ID_RE = re.compile(USER_ID_PATTERN)
+
+
+def is_valid_user_id(user_id: str, max_chars: int) -> bool:
+    """1..max_chars characters matching USER_ID_PATTERN."""
+    return 0 < len(user_id) <= max_chars and _USER_ID_RE.match(user_id) is not None
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer: an int, or a number with a zero fraction (5.0); never a bool or
+    a string (so "007" cannot name a version)."""
+    if isinstance(value, bool):
+        raise ValueError("Input should be a valid integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Constraints go in Field before the validator, or OpenAPI loses them (minimum, maximum).
+JsonInt = Annotated[int, Field(strict=True), BeforeValidator(_json_integer)]
 
 
 class ErrorResponse(BaseModel):
@@ -37,7 +62,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: Annotated[str, Field(min_length=1, max_length=MAX_ITEM_ID_CHARS)] | StrictInt
+    item_id: Annotated[str, Field(min_length=1, max_length=MAX_ITEM_ID_CHARS)] | JsonInt
     type: Literal["view", "rating", "click"]
     value: Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)] | None = None
     timestamp: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
@@ -81,7 +106,9 @@ class ReloadRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Annotated[StrictInt, Field(ge=1, le=10**18)] | None = None
+    version: (
+        Annotated[int, Field(strict=True, ge=1, le=10**18), BeforeValidator(_json_integer)] | None
+    ) = None
 
 
 class ReloadResponse(BaseModel):

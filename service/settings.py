@@ -22,6 +22,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from model_store.errors import InvalidName
 from model_store.validation import validate_model_name
 from service.errors import SettingsError
+from service.ratelimit import parse_networks
 
 MIN_ADMIN_TOKEN_CHARS = 16
 ENV_PREFIX = "CINESYNC_"
@@ -156,6 +157,12 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # IP addresses or CIDR networks only (no '*')
         return value
 
     @model_validator(mode="after")

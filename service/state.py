@@ -21,8 +21,8 @@ from service.exposure import OnlineExposure
 from service.history import LiveHistory, MemoryHistory, RedisHistory
 from service.index import set_threads
 from service.invalidation import Invalidations
-from service.limits import RateLimiter
 from service.metrics import ServiceMetrics
+from service.ratelimit import ClientResolver, EventRateLimit, TokenBuckets
 from service.recommender import Recommender
 from service.redis_client import REDIS_ERRORS, make_redis
 from service.registry import ModelRegistry
@@ -49,7 +49,7 @@ class AppState:
     cache: TieredCache
     history: LiveHistory
     exposure: OnlineExposure
-    event_limiter: RateLimiter
+    event_limiter: EventRateLimit
     redis: aioredis.Redis | None = None
     redis_reachable_at_start: bool | None = None
     invalidations: Invalidations | None = None
@@ -177,8 +177,11 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         n_content=settings.n_content,
         announce=invalidations.publish if invalidations is not None else None,
     )
-    limiter = RateLimiter(
-        settings.events.rate_per_s, settings.events.burst, settings.events.max_clients
+    limiter = EventRateLimit(
+        ClientResolver(settings.trusted_proxies),
+        TokenBuckets(
+            settings.events.rate_per_s, settings.events.burst, settings.events.max_clients
+        ),
     )
     return AppState(
         settings,
