@@ -68,6 +68,14 @@ class L1Cache:
             self._metrics.cache_result("l1", "miss" if entry is None else "hit")
         return None if entry is None else entry[1]
 
+    def peek(self, key: str) -> bytes | None:
+        """The value, without counting a lookup (a re-check inside a request, not a request)."""
+        if self._data is None:
+            return None
+        with self._lock:
+            entry = self._data.get(key)
+        return None if entry is None else entry[1]
+
     async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
         self.set_indexed(key, value, keys.user_index_key(model, user_id))
 

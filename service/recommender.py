@@ -118,6 +118,10 @@ class Recommender:
         if cached is not None:
             self.exposure.record(served_item_ids(cached))
             return Served(splice(user_id, tier, cached), _strategy_of(cached), tier, bundle.version)
+        late = self.cache.l1.peek(key)  # a flight for this key may have ended while L2 answered
+        if late is not None:  # (no await from here to `do`: no flight can end in between)
+            self.exposure.record(served_item_ids(late))
+            return Served(splice(user_id, "l1", late), _strategy_of(late), "l1", bundle.version)
         snapshot = self.cache.snapshot()
         flight = f"{key}#{snapshot}"  # a flight that began before an invalidation is not joined
         computed = await self._flights.do(
