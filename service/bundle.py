@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,9 +67,35 @@ class Bundle:
         return f"{self.name} v{self.version}"
 
 
-def _matrix(verified: VerifiedBundle, filename: str, rows: int, dim: int | None) -> np.ndarray:
+def _check_npy_size(data: bytes, filename: str) -> None:
+    """The .npy header's shape and dtype must account for exactly the bytes that follow, so a
+    header claiming a huge array is refused before numpy allocates anything."""
+    fp = io.BytesIO(data)
     try:
-        array = np.load(io.BytesIO(verified.read_bytes(filename)), allow_pickle=False)
+        major, _ = np.lib.format.read_magic(fp)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(fp)
+    except (ValueError, EOFError) as exc:
+        raise BundleLoadError(f"{filename}: not a plain .npy array ({exc})") from exc
+    if dtype.hasobject:
+        raise BundleLoadError(f"{filename}: holds pickled Python objects; refused")
+    expected = fp.tell() + math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise BundleLoadError(
+            f"{filename}: header says {dtype} {list(shape)} ({expected} bytes), file has "
+            f"{len(data)} bytes"
+        )
+
+
+def _matrix(verified: VerifiedBundle, filename: str, rows: int, dim: int | None) -> np.ndarray:
+    data = verified.read_bytes(filename)
+    _check_npy_size(data, filename)
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise BundleLoadError(f"{filename}: not a plain .npy array ({exc})") from exc
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 2:
