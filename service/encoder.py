@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from model_store.errors import StoreError
 from model_store.onnx_check import check_self_contained
-from service.errors import BundleLoadError
+from service.errors import BundleLoadError, SettingsError
 from service.settings import EncoderSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,20 @@ def choose_providers(
         raise BundleLoadError(reason + "; encoder.require_gpu forbids a CPU fallback")
     log.warning("%s; falling back to %s", reason, CPU)
     return [CPU], reason
+
+
+def check_gpu_at_start(settings: EncoderSettings, available: list[str] | None = None) -> None:
+    """`encoder.use_gpu` with `encoder.require_gpu` on a machine without the CUDA provider is a
+    start-up error (SettingsError naming both settings), not a process that never gets ready."""
+    if not (settings.use_gpu and settings.require_gpu):
+        return
+    found = list(ort.get_available_providers()) if available is None else available
+    if CUDA not in found:
+        raise SettingsError(
+            "CINESYNC_ENCODER__USE_GPU=true and CINESYNC_ENCODER__REQUIRE_GPU=true, but ONNX "
+            f"Runtime has no {CUDA} here (available: {found}); install onnxruntime-gpu on a "
+            "CUDA machine, or set CINESYNC_ENCODER__REQUIRE_GPU=false to fall back to the CPU"
+        )
 
 
 class Encoder:

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import build_router, install_error_handlers
+from service.encoder import check_gpu_at_start
 from service.errors import ReloadError, SettingsError, UnknownVersionError
 from service.fastpath import RecommendFastPath
 from service.limits import ConcurrencyLimit, RequestSizeLimit
@@ -143,6 +144,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
             print(f"error: {exc.detail}", file=sys.stderr)
             raise SystemExit(2) from None
     configure_logging(settings.log_level)
+    try:
+        check_gpu_at_start(settings.encoder)
+    except SettingsError as exc:
+        log.error("refusing to start: %s", exc.detail)
+        print(f"error: {exc.detail}", file=sys.stderr)
+        raise SystemExit(2) from None
     app = create_app(settings)
     lifecycle: Lifecycle = app.state.lifecycle
     config = uvicorn.Config(
