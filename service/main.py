@@ -134,6 +134,15 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def http_protocol() -> type[asyncio.Protocol] | str:
+    """httptools with a bounded request head (service/headerlimit.py), else h11."""
+    try:
+        from service.headerlimit import HeadLimitedHttpTools
+    except ImportError:  # uvicorn without httptools
+        return "h11"
+    return HeadLimitedHttpTools
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
     """Run the service with uvicorn: one worker (scale with replicas), graceful shutdown.
     Invalid settings end the process with their message and exit code 2."""
@@ -164,7 +173,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
         proxy_headers=False,  # X-Forwarded-For is read by service/ratelimit.py, trusted peers only
         timeout_graceful_shutdown=max(1, round(settings.graceful_timeout_s)),
         limit_concurrency=max(1000, 4 * settings.max_concurrency),
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        http=http_protocol(),
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # both protocols honour it
         timeout_keep_alive=5,
     )
     server = _DrainingServer(
