@@ -93,7 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--baselines", type=Path, default=RESULTS / "baselines.json")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
-    p.add_argument("--note", action="append", default=[], help="extra line for the report")
+    p.add_argument(
+        "--notes",
+        type=Path,
+        default=RESULTS / "quality.notes.md",
+        help="Markdown included under the header (what was run; skipped if missing)",
+    )
     return p.parse_args(argv)
 
 
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "command": command.strip(),
         "generated_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "notes": list(args.note),
+        "notes": [args.notes.read_text().rstrip()] if args.notes.is_file() else [],
     }
     report = build(main_runs, abl_runs, arms, baselines, meta)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,7 @@ def report(tmp_path: Path) -> tuple[Path, dict[str, object]]:
         }
     }
     (tmp_path / "baselines.json").write_text(json.dumps(baselines))
+    (tmp_path / "notes.md").write_text("Ran two fake seeds.\n")
     out = tmp_path / "out"
     code = quality.main(
         [
@@ -83,6 +84,8 @@ def report(tmp_path: Path) -> tuple[Path, dict[str, object]]:
             str(tmp_path / "baselines.json"),
             "--out-dir",
             str(out),
+            "--notes",
+            str(tmp_path / "notes.md"),
         ]
     )
     assert code == 0
@@ -98,6 +101,7 @@ def test_table_reports_seed_mean_and_spread(report: tuple[Path, dict[str, object
     assert "| 2 |" in row  # seeds column
     assert "| 75.0 ± 35.4 |" in row  # seconds per epoch, mean over the two runs
     assert any(line.startswith("| ease | deterministic |") for line in md.splitlines())
+    assert "Ran two fake seeds." in md
 
 
 def test_time_to_best_uses_best_validation_epoch(report: tuple[Path, dict[str, object]]) -> None:
