@@ -58,14 +58,15 @@ class RecommendResponse(BaseModel):
 
 
 class EventIn(BaseModel):
-    """One interaction. `timestamp` is seconds since the epoch (default: now)."""
+    """One interaction. `timestamp` is seconds since the epoch (default: now). Numbers are JSON
+    numbers: `true` or `"4.5"` are refused, as the schema says."""
 
     model_config = ConfigDict(extra="forbid")
 
     item_id: Annotated[str, Field(min_length=1, max_length=MAX_ITEM_ID_CHARS)] | JsonInt
     type: Literal["view", "rating", "click"]
-    value: Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)] | None = None
-    timestamp: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    value: Annotated[float, Field(strict=True, ge=-1e6, le=1e6, allow_inf_nan=False)] | None = None
+    timestamp: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = None
 
     def item(self) -> str:
         return str(self.item_id)

@@ -104,6 +104,19 @@ async def test_timestamps_beyond_the_configured_skew_are_422(published_store: Pa
 
 
 @pytest.mark.asyncio
+async def test_event_fields_are_json_typed_without_coercion(client: httpx.AsyncClient) -> None:
+    """What the schema says: numbers are JSON numbers, no booleans or numeric strings."""
+    for extra in ({"value": False}, {"value": "4.5"}, {"timestamp": True},
+                  {"timestamp": "1700000000"}, {"item_id": True}, {"item_id": 5.5},
+                  {"type": "VIEW"}, {"type": None}):  # fmt: skip
+        r = await client.post("/users/u-typed/events", json={**event("1"), **extra})
+        assert r.status_code == 422, (extra, r.text)
+    assert await live_items(client, "u-typed") == []
+    r = await client.post("/users/u-typed/events", json={**event("1"), "value": 4, "item_id": 1.0})
+    assert r.status_code == 202, r.text  # 4 is a number and 1.0 an integer in JSON Schema
+
+
+@pytest.mark.asyncio
 async def test_a_repeat_of_the_last_item_collapses_and_a_rewatch_is_kept(
     published_store: Path,
 ) -> None:
