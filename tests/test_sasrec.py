@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def tiny(pos: str = "learned", **overrides: object) -> SASRec:
+def tiny(pos: str = "learned", **overrides: Any) -> SASRec:
     torch.manual_seed(0)
     config = SASRecConfig(
         n_items=N_ITEMS,
@@ -34,7 +35,7 @@ def tiny(pos: str = "learned", **overrides: object) -> SASRec:
         dropout=0.0,
         pos=pos,
         **overrides,
-    )  # type: ignore[arg-type]
+    )
     return SASRec(config).eval()
 
 
