@@ -47,10 +47,9 @@ def test_redis_absent_at_start_the_service_is_ready_and_serves_from_l1(
     assert {status for _, status in report.readiness} == {200}
     assert l1_hits > 0
     assert l2_errors > 0  # every lookup that found Redis away is counted
-    record_figures(
-        "redis-absent", {"requests": len(report.outcomes), "p99_ms": p99_ms(report.outcomes)}
-    )
-    assert p99_ms(report.outcomes) <= BUDGET_MS
+    p99 = p99_ms(report.outcomes)
+    record_figures("redis-absent", {"requests": len(report.outcomes), "p99_ms": round(p99, 2)})
+    assert p99 <= BUDGET_MS
 
 
 def _breaker_trace(svc: Live, stop: threading.Event, trace: list[tuple[float, float]]) -> None:
@@ -122,10 +121,11 @@ def test_redis_killed_and_paused_mid_run_costs_no_5xx_and_the_breaker_opens_then
 
 
 def _mixed(client: int) -> Iterator[tuple[str, str]]:
-    """Known users with a few k values: L1 hits, and misses that reach Redis."""
+    """Half known users (L1 hits once warm), half users never seen before (L1 misses that go to
+    Redis: L2, live history), as real traffic has: the breaker only learns from calls."""
     for i in itertools.count():
-        user = str((client * 7 + i) % 300 + 1)
-        yield user, f"/recommend/{user}?k={5 + i % 4}"
+        user = str((client * 7 + i) % 300 + 1) if i % 2 == 0 else f"new-{client}-{i}"
+        yield user, f"/recommend/{user}?k=10"
 
 
 def test_a_redis_pool_smaller_than_the_concurrency_gives_no_5xx(
