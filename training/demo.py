@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -13,7 +14,9 @@ from pydantic import SecretStr
 from model_store.errors import StoreError
 from model_store.safe_load import read_jsonl
 from model_store.store import ModelStore
+from service.errors import SettingsError
 from service.settings import Settings, load_settings
+from training.errors import CineSyncError
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +98,19 @@ def print_examples(base: str, user_id: str, item_id: str, token: str) -> None:
 
 
 def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Train if needed, then serve (blocks until Ctrl-C)."""
+    """Train if needed, then serve (blocks until Ctrl-C). Bad settings, data or store: exit 2."""
+    try:
+        settings = load_settings()
+        version = ensure_model(settings)
+    except (SettingsError, StoreError, CineSyncError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _serve_demo(settings, version, host, port)
+
+
+def _serve_demo(settings: Settings, version: int, host: str, port: int) -> None:
     from service.main import serve
 
-    settings = load_settings()
-    version = ensure_model(settings)
     url = settings.redis.url or DEFAULT_REDIS_URL
     if redis_answers(url):
         print(f"Redis answers at {url}: L1 + L2 caches, live histories in Redis")
