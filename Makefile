@@ -6,7 +6,7 @@ PORT   ?= 8000
 DATA_DIR ?= $(if $(CINESYNC_DATA_DIR),$(CINESYNC_DATA_DIR),$(abspath ../shared/data))
 export CINESYNC_DATA_DIR := $(DATA_DIR)
 
-.PHONY: help install demo serve test test-slow lint typecheck check bench bench-quality bench-serving bench-encoder loadtest clean
+.PHONY: help install demo serve test test-slow lint typecheck check bench bench-baselines bench-quality bench-serving bench-encoder loadtest clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -44,7 +44,10 @@ typecheck: install ## mypy (strict for service/ and model_store/)
 
 check: lint typecheck test ## everything CI checks
 
-bench-quality: install ## baselines and models on both MovieLens sets -> benchmarks/results/
+bench-baselines: install ## pop, ItemKNN, EASE on both MovieLens sets -> benchmarks/results/baselines.*
+	$(BIN)/python -m benchmarks.baselines
+
+bench-quality: install ## every model on both MovieLens sets, ablations -> benchmarks/results/quality.*
 	$(BIN)/python -m benchmarks.quality
 
 bench-serving: install ## serving latency/throughput against a hello-world baseline
@@ -53,7 +56,7 @@ bench-serving: install ## serving latency/throughput against a hello-world basel
 bench-encoder: install ## encoder latency: torch eager vs ONNX FP32 vs ONNX INT8
 	$(BIN)/python -m benchmarks.encoder
 
-bench: bench-quality bench-encoder bench-serving ## every benchmark
+bench: bench-baselines bench-quality bench-encoder bench-serving ## every benchmark
 
 loadtest: install ## headless locust run against a running service (see README)
 	$(BIN)/python -m loadtests.run --host http://127.0.0.1:$(PORT)
