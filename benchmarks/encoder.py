@@ -47,9 +47,15 @@ def machine() -> dict[str, Any]:
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": ort.__version__, "load_average_at_start": list(os.getloadavg())}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "load_average_at_start": list(os.getloadavg()),
+    }
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -65,8 +71,9 @@ def _timed(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def latency(model: SASRec, bundle: Path, cases: dict[str, np.ndarray],
-            threads: int) -> dict[str, Any]:
+def latency(
+    model: SASRec, bundle: Path, cases: dict[str, np.ndarray], threads: int
+) -> dict[str, Any]:
     """Median call latency per engine for each case (a named [B, L] int64 batch)."""
     torch.set_num_threads(threads)
     encoder = model.query_encoder().eval()
@@ -79,6 +86,7 @@ def latency(model: SASRec, bundle: Path, cases: dict[str, np.ndarray],
         def run() -> object:
             with torch.inference_mode():
                 return encoder(tensor)
+
         return run
 
     engines: dict[str, Callable[[np.ndarray], Callable[[], object]]] = {
@@ -99,9 +107,12 @@ def latency(model: SASRec, bundle: Path, cases: dict[str, np.ndarray],
                 samples[name].append(_timed(call))
         medians = {name: statistics.median(s) for name, s in samples.items()}
         out[case] = {
-            name: {"median_ms": 1e3 * m, "p90_ms": 1e3 * float(np.quantile(samples[name], 0.9)),
-                   "per_history_us": 1e6 * m / batch_size,
-                   "ratio_to_torch_eager": m / medians["torch_eager"]}
+            name: {
+                "median_ms": 1e3 * m,
+                "p90_ms": 1e3 * float(np.quantile(samples[name], 0.9)),
+                "per_history_us": 1e6 * m / batch_size,
+                "ratio_to_torch_eager": m / medians["torch_eager"],
+            }
             for name, m in medians.items()
         } | {"rounds": ROUNDS[case], "batch": batch_size, "length": int(batch.shape[1])}
     return out
@@ -110,7 +121,8 @@ def latency(model: SASRec, bundle: Path, cases: dict[str, np.ndarray],
 def render(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        "# Encoder latency (per request) and bundle sizes", "",
+        "# Encoder latency (per request) and bundle sizes",
+        "",
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['platform']}); "
         f"torch {m['torch']}, onnxruntime {m['onnxruntime']}; load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}.",
@@ -118,24 +130,31 @@ def render(result: dict[str, Any]) -> str:
         f"Threads: {result['threads']} for every engine (the service's default); inputs: real "
         f"validation histories left-padded to L = {result['model']['max_len']}, and one "
         "unpadded history of the median length (what the service sends for one user); medians "
-        "over interleaved rounds.", "",
+        "over interleaved rounds.",
+        "",
         "| batch | L | engine | median ms | p90 ms | per history µs | ratio to torch eager |",
         "|---|---|---|---|---|---|---|",
     ]
     for engines in result["latency"].values():
         for name, row in engines.items():
             if isinstance(row, dict):
-                lines.append(f"| {engines['batch']} | {engines['length']} | {name} | "
-                             f"{row['median_ms']:.3f} | "
-                             f"{row['p90_ms']:.3f} | {row['per_history_us']:.1f} | "
-                             f"{row['ratio_to_torch_eager']:.2f} |")
+                lines.append(
+                    f"| {engines['batch']} | {engines['length']} | {name} | "
+                    f"{row['median_ms']:.3f} | "
+                    f"{row['p90_ms']:.3f} | {row['per_history_us']:.1f} | "
+                    f"{row['ratio_to_torch_eager']:.2f} |"
+                )
     lines += ["", "| bundle file | bytes |", "|---|---|"]
     lines += [f"| {name} | {size:,} |" for name, size in result["bundle_bytes"].items()]
     p = result["parity"]
-    lines += ["", f"Parity (export checks): FP32 vs torch max |Δquery| "
-              f"{p['fp32_query_max_abs_diff']:.2e}; INT8 vs FP32 top-10 overlap "
-              f"{p['int8_top10_overlap']:.3f} (min {p['int8_top10_overlap_min']:.2f}); "
-              f"exporter {p['exporter']}.", ""]
+    lines += [
+        "",
+        f"Parity (export checks): FP32 vs torch max |Δquery| "
+        f"{p['fp32_query_max_abs_diff']:.2e}; INT8 vs FP32 top-10 overlap "
+        f"{p['int8_top10_overlap']:.3f} (min {p['int8_top10_overlap_min']:.2f}); "
+        f"exporter {p['exporter']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -162,24 +181,31 @@ def main(argv: list[str] | None = None) -> None:
     max_len = model.config.max_len
     lengths = [min(len(h), max_len) for h in histories]
     median_row = int(np.argsort(lengths)[len(lengths) // 2])
-    cases = {"batch_1": left_pad(histories[:1], max_len),
-             "batch_1_unpadded": left_pad(histories[median_row:median_row + 1],
-                                          lengths[median_row]),
-             "batch_64": left_pad(histories, max_len)}
+    cases = {
+        "batch_1": left_pad(histories[:1], max_len),
+        "batch_1_unpadded": left_pad(histories[median_row : median_row + 1], lengths[median_row]),
+        "batch_64": left_pad(histories, max_len),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         bundle = export_bundle(model, ds, split, Path(tmp) / "bundle", metrics, kind="sasrec")
         sizes = {p.name: p.stat().st_size for p in sorted(bundle.iterdir())}
         parity = json.loads((bundle / "bundle.json").read_text())["parity"]
         timings = latency(model, bundle, cases, args.threads)
     result = {
-        "machine": started, "threads": args.threads,
-        "model": {"description": f"SASRec ({', '.join(f'{k}={v}' for k, v in model_table.items())})"
-                                 f" on {ds.name}, {args.epochs} epochs of full-softmax CE "
-                                 f"({train_s:.0f} s), valid ndcg@10 "
-                                 f"{metrics['valid']['ndcg@10']:.4f} (loo-time, full ranking)",
-                  "max_len": model.config.max_len, "dim": model.config.dim,
-                  "valid": metrics["valid"]},
-        "latency": timings, "bundle_bytes": sizes, "parity": parity,
+        "machine": started,
+        "threads": args.threads,
+        "model": {
+            "description": f"SASRec ({', '.join(f'{k}={v}' for k, v in model_table.items())})"
+            f" on {ds.name}, {args.epochs} epochs of full-softmax CE "
+            f"({train_s:.0f} s), valid ndcg@10 "
+            f"{metrics['valid']['ndcg@10']:.4f} (loo-time, full ranking)",
+            "max_len": model.config.max_len,
+            "dim": model.config.dim,
+            "valid": metrics["valid"],
+        },
+        "latency": timings,
+        "bundle_bytes": sizes,
+        "parity": parity,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "encoder.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -30,11 +30,17 @@ def _rows(store: ModelStore, name: str) -> tuple[list[tuple[str, ...]], list[str
         except StoreError as exc:  # changed since it was listed
             rows.append((name, str(version), "", f"unreadable: {exc}", "", "", ""))
             continue
-        rows.append((
-            name, str(version), "*" if version == latest else "",
-            m.created_at.strftime("%Y-%m-%d %H:%M:%S"), m.model.kind,
-            _metric(m.ndcg10("valid")), _metric(m.ndcg10("test")),
-        ))
+        rows.append(
+            (
+                name,
+                str(version),
+                "*" if version == latest else "",
+                m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                m.model.kind,
+                _metric(m.ndcg10("valid")),
+                _metric(m.ndcg10("test")),
+            )
+        )
     notes = []
     if not versions:
         notes.append(f"{name}: no complete versions")

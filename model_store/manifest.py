@@ -70,13 +70,24 @@ class Manifest(_Strict):
 
     @classmethod
     def from_bundle(
-        cls, info: BundleInfo, *, name: str, version: int, files: dict[str, str],
+        cls,
+        info: BundleInfo,
+        *,
+        name: str,
+        version: int,
+        files: dict[str, str],
         created_at: datetime,
     ) -> Manifest:
         """The manifest of a new version: bundle.json's sections plus identity and checksums."""
         return cls(
-            schema_version=SCHEMA_VERSION, name=name, version=version, model=info.model,
-            files=files, dataset=info.dataset, metrics=info.metrics, parity=info.parity,
+            schema_version=SCHEMA_VERSION,
+            name=name,
+            version=version,
+            model=info.model,
+            files=files,
+            dataset=info.dataset,
+            metrics=info.metrics,
+            parity=info.parity,
             created_at=created_at,
         )
 

@@ -28,7 +28,9 @@ MAX_JSONL_LINE = 1 << 20
 
 
 def _check_array(
-    arr: object, source: str, dtype: npt.DTypeLike | None,
+    arr: object,
+    source: str,
+    dtype: npt.DTypeLike | None,
     shape: Sequence[int | None] | None,
 ) -> npt.NDArray[Any]:
     if not isinstance(arr, np.ndarray):

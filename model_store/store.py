@@ -59,7 +59,8 @@ class ModelStore:
         if not root.is_dir():
             return []
         return sorted(
-            p.name for p in root.iterdir()
+            p.name
+            for p in root.iterdir()
             if MODEL_NAME_RE.fullmatch(p.name) and stat.S_ISDIR(p.lstat().st_mode)
         )
 

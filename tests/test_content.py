@@ -26,18 +26,25 @@ MOVIES = [  # title, genres, tags
 
 def _dataset(movies: list[tuple[str, list[str], str]]) -> Dataset:
     n = len(movies)
-    meta = pd.DataFrame({
-        "item_id": ["", *(str(i) for i in range(1, n + 1))],
-        "title": ["", *(m[0] for m in movies)],
-        "genres": [[], *(m[1] for m in movies)],
-        "year": pd.array([pd.NA] * (n + 1), dtype="Int64"),
-        "tags": ["", *(m[2] for m in movies)],
-    })
+    meta = pd.DataFrame(
+        {
+            "item_id": ["", *(str(i) for i in range(1, n + 1))],
+            "title": ["", *(m[0] for m in movies)],
+            "genres": [[], *(m[1] for m in movies)],
+            "year": pd.array([pd.NA] * (n + 1), dtype="Int64"),
+            "tags": ["", *(m[2] for m in movies)],
+        }
+    )
     items = np.arange(1, n + 1, dtype=np.int32)
     return Dataset(
-        name="toy", user_ids=np.array(["u1"]), item_ids=meta["item_id"].to_numpy(dtype=str),
-        users=np.zeros(n, dtype=np.int32), items=items,
-        timestamps=np.arange(n, dtype=np.int64), ratings=None, item_meta=meta,
+        name="toy",
+        user_ids=np.array(["u1"]),
+        item_ids=meta["item_id"].to_numpy(dtype=str),
+        users=np.zeros(n, dtype=np.int32),
+        items=items,
+        timestamps=np.arange(n, dtype=np.int64),
+        ratings=None,
+        item_meta=meta,
     )
 
 
@@ -62,14 +69,19 @@ def test_rows_are_unit_length_row_zero_and_empty_items_are_zero() -> None:
     assert emb.shape[0] == len(MOVIES) + 1
     assert not emb[0].any()
     assert not emb[len(MOVIES)].any()  # no genre, tag or title word
-    norms = np.linalg.norm(emb[1:len(MOVIES)], axis=1)
+    norms = np.linalg.norm(emb[1 : len(MOVIES)], axis=1)
     assert np.allclose(norms, 1.0, atol=1e-5)
 
 
 def test_tokens_are_namespaced_and_drop_years_and_stopwords() -> None:
     tokens = item_tokens("The Matrix (1999)", ["Action", "Sci-Fi"], "cyberpunk|dystopia")
-    assert tokens == ["genre:action", "genre:sci-fi", "tag:cyberpunk", "tag:dystopia",
-                      "word:matrix"]
+    assert tokens == [
+        "genre:action",
+        "genre:sci-fi",
+        "tag:cyberpunk",
+        "tag:dystopia",
+        "word:matrix",
+    ]
     assert item_tokens("", ["(no genres listed)"], "") == []
 
 

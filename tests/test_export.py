@@ -39,8 +39,9 @@ def model(data: tuple[Dataset, Split]) -> SASRec:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, model: SASRec,
-           data: tuple[Dataset, Split]) -> Path:
+def bundle(
+    tmp_path_factory: pytest.TempPathFactory, model: SASRec, data: tuple[Dataset, Split]
+) -> Path:
     out = tmp_path_factory.mktemp("bundle")
     return export_bundle(model, data[0], data[1], out, METRICS, kind="sasrec")
 
@@ -50,7 +51,8 @@ def _session(path: Path) -> ort.InferenceSession:
 
 
 def test_onnx_fp32_matches_torch_on_padded_validation_histories(
-        bundle: Path, model: SASRec, data: tuple[Dataset, Split]) -> None:
+    bundle: Path, model: SASRec, data: tuple[Dataset, Split]
+) -> None:
     histories = pick_histories(data[1].valid.histories, 256)
     batch = left_pad(histories, MAX_LEN)
     query, attention = _session(bundle / "encoder.onnx").run(None, {"history": batch})
@@ -68,7 +70,8 @@ def test_onnx_fp32_matches_torch_on_padded_validation_histories(
 @pytest.mark.parametrize("batch_size", [1, 7])
 @pytest.mark.parametrize("length", [3, MAX_LEN])
 def test_onnx_encoder_accepts_dynamic_batch_and_length(
-        bundle: Path, model: SASRec, batch_size: int, length: int) -> None:
+    bundle: Path, model: SASRec, batch_size: int, length: int
+) -> None:
     history = torch.randint(1, model.config.n_items + 1, (batch_size, length))
     history[0, : length // 2] = 0  # one row left-padded
     for name in ("encoder.onnx", "encoder.int8.onnx"):
@@ -83,8 +86,9 @@ def test_onnx_encoder_accepts_dynamic_batch_and_length(
     assert np.abs(fp32_q - want_q.numpy()).max() <= 1e-4
 
 
-def test_onnx_query_does_not_depend_on_left_padding(bundle: Path,
-                                                    data: tuple[Dataset, Split]) -> None:
+def test_onnx_query_does_not_depend_on_left_padding(
+    bundle: Path, data: tuple[Dataset, Split]
+) -> None:
     sess = _session(bundle / "encoder.onnx")
     history = np.asarray(pick_histories(data[1].valid.histories, 1)[0][-5:], dtype=np.int64)
     alone, att_alone = sess.run(None, {"history": history[None, :]})
@@ -93,28 +97,32 @@ def test_onnx_query_does_not_depend_on_left_padding(bundle: Path,
     assert np.abs(att_alone - att_padded[:, -5:]).max() <= 1e-6
 
 
-def test_int8_overlap_is_recorded_and_reproducible(bundle: Path,
-                                                   data: tuple[Dataset, Split]) -> None:
+def test_int8_overlap_is_recorded_and_reproducible(
+    bundle: Path, data: tuple[Dataset, Split]
+) -> None:
     parity = json.loads((bundle / "bundle.json").read_text())["parity"]
     histories = pick_histories(data[1].valid.histories, 256)
     items = np.load(bundle / "item_embeddings.npy")
-    again = check_int8(bundle / "encoder.onnx", bundle / "encoder.int8.onnx", histories, items,
-                       MAX_LEN, floor=0.0)
+    again = check_int8(
+        bundle / "encoder.onnx", bundle / "encoder.int8.onnx", histories, items, MAX_LEN, floor=0.0
+    )
     assert parity["int8_floor"] == 0.9
     assert 0.9 <= parity["int8_top10_overlap"] <= 1.0
     assert again["int8_top10_overlap"] == pytest.approx(parity["int8_top10_overlap"])
     assert parity["int8_top10_overlap_min"] <= parity["int8_top10_overlap"]
 
 
-def test_int8_floor_above_one_fails_the_export(tmp_path: Path, model: SASRec,
-                                               data: tuple[Dataset, Split]) -> None:
+def test_int8_floor_above_one_fails_the_export(
+    tmp_path: Path, model: SASRec, data: tuple[Dataset, Split]
+) -> None:
     with pytest.raises(ExportParityError, match="INT8 retrieval parity failed"):
         export_bundle(model, data[0], data[1], tmp_path, METRICS, int8_floor=1.01)
     assert not (tmp_path / "bundle.json").exists()
 
 
 def test_perturbed_weights_after_export_fail_fp32_parity(
-        bundle: Path, model: SASRec, data: tuple[Dataset, Split]) -> None:
+    bundle: Path, model: SASRec, data: tuple[Dataset, Split]
+) -> None:
     wrong = copy.deepcopy(model)
     with torch.no_grad():
         wrong.blocks[0].ffn.fc.weight.add_(0.01 * torch.randn_like(wrong.blocks[0].ffn.fc.weight))
@@ -124,12 +132,20 @@ def test_perturbed_weights_after_export_fail_fp32_parity(
         check_fp32(wrong.query_encoder(), bundle / "encoder.onnx", histories, MAX_LEN)
 
 
-def test_bundle_files_follow_the_contract(bundle: Path, model: SASRec,
-                                          data: tuple[Dataset, Split]) -> None:
+def test_bundle_files_follow_the_contract(
+    bundle: Path, model: SASRec, data: tuple[Dataset, Split]
+) -> None:
     ds = data[0]
     names = {p.name for p in bundle.iterdir()}
-    assert names == {"encoder.onnx", "encoder.int8.onnx", "item_embeddings.npy",
-                     "content_embeddings.npy", "items.jsonl", "histories.npz", "bundle.json"}
+    assert names == {
+        "encoder.onnx",
+        "encoder.int8.onnx",
+        "item_embeddings.npy",
+        "content_embeddings.npy",
+        "items.jsonl",
+        "histories.npz",
+        "bundle.json",
+    }
     items = np.load(bundle / "item_embeddings.npy", allow_pickle=False)
     assert items.dtype == np.float32
     assert items.shape == (ds.n_items + 1, model.config.dim)
@@ -141,11 +157,21 @@ def test_bundle_files_follow_the_contract(bundle: Path, model: SASRec,
         assert [i.name for i in sess.get_inputs()] == ["history"]
         assert [o.name for o in sess.get_outputs()] == ["query", "attention"]
     info = json.loads((bundle / "bundle.json").read_text())
-    assert info["model"] | {"config": None} == {"kind": "sasrec", "config": None, "dim": 16,
-                                                 "max_len": MAX_LEN, "metric": "ip"}
+    assert info["model"] | {"config": None} == {
+        "kind": "sasrec",
+        "config": None,
+        "dim": 16,
+        "max_len": MAX_LEN,
+        "metric": "ip",
+    }
     assert info["model"]["config"]["n_items"] == ds.n_items
-    assert info["dataset"] == {"name": ds.name, "users": ds.n_users, "items": ds.n_items,
-                               "interactions": ds.n_interactions, "split": "loo-time"}
+    assert info["dataset"] == {
+        "name": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "split": "loo-time",
+    }
     assert info["metrics"] == METRICS
 
 
@@ -191,8 +217,8 @@ def _gather_table_is_int8(path: Path) -> bool:
 
 
 def test_int8_drops_gather_quantisation_when_it_misses_the_floor(
-        bundle: Path, data: tuple[Dataset, Split], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle: Path, data: tuple[Dataset, Split], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real, calls = export_module.check_int8, []
 
     def first_attempt_misses(*args: Any, **kwargs: Any) -> dict[str, float | int]:
@@ -205,8 +231,9 @@ def test_int8_drops_gather_quantisation_when_it_misses_the_floor(
     monkeypatch.setattr(export_module, "check_int8", first_attempt_misses)
     histories = pick_histories(data[1].valid.histories, 64)
     items = np.load(bundle / "item_embeddings.npy")
-    report = export_module.quantize_with_parity(bundle / "encoder.onnx", tmp_path / "q.onnx",
-                                                histories, items, MAX_LEN, 0.9)
+    report = export_module.quantize_with_parity(
+        bundle / "encoder.onnx", tmp_path / "q.onnx", histories, items, MAX_LEN, 0.9
+    )
     assert len(calls) == 2
     assert report["int8_quantization"].endswith("MatMul/Gemm")
     assert "simulated miss" in report["int8_rejected"][0]

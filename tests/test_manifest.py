@@ -18,9 +18,12 @@ DIGEST = "ab" * 32
 
 def manifest_dict(**changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "schema_version": 1, "name": "cinesync", "version": 3,
+        "schema_version": 1,
+        "name": "cinesync",
+        "version": 3,
         "files": {"encoder.onnx": DIGEST, "item_embeddings.npy": "0" * 64},
-        "created_at": "2025-01-02T03:04:05Z", **bundle_info(),
+        "created_at": "2025-01-02T03:04:05Z",
+        **bundle_info(),
     }
     data.update(changes)
     return data
@@ -45,8 +48,9 @@ def test_manifest_round_trips_through_json_with_a_utc_timestamp() -> None:
 def test_manifest_from_bundle_carries_every_bundle_section() -> None:
     info = parse_bundle_info(encode(bundle_info()))
     when = datetime(2025, 6, 1, 12, tzinfo=timezone(timedelta(hours=2)))
-    manifest = Manifest.from_bundle(info, name="m1", version=1, files={"a.npy": DIGEST},
-                                    created_at=when)
+    manifest = Manifest.from_bundle(
+        info, name="m1", version=1, files={"a.npy": DIGEST}, created_at=when
+    )
     assert manifest.created_at == datetime(2025, 6, 1, 10, tzinfo=UTC)
     dumped = json.loads(manifest.to_json())
     for section in ("model", "dataset", "metrics", "parity"):
@@ -73,14 +77,30 @@ def _nested(path: str, value: Any) -> dict[str, Any]:
 
 
 BAD_FIELDS = [
-    ("schema_version", 2), ("schema_version", KeyError), ("name", "../etc"), ("version", 0),
-    ("version", "3"), ("version", True), ("created_at", "2025-01-02T03:04:05"),
-    ("created_at", "yesterday"), ("files", {}), ("files", {"../encoder.onnx": DIGEST}),
-    ("files", {"manifest.json": DIGEST}), ("files", {"a.npy": DIGEST.upper()}),
-    ("files", {"a.npy": DIGEST[:-1]}), ("model.dim", "8"), ("model.dim", 0),
-    ("model.metric", "dot"), ("model.config", [1]), ("model", KeyError),
-    ("dataset.users", -1), ("dataset.split", ""), ("metrics.test", KeyError),
-    ("metrics.valid", {"ndcg@10": "high"}), ("surprise", 1), ("model.extra", 1),
+    ("schema_version", 2),
+    ("schema_version", KeyError),
+    ("name", "../etc"),
+    ("version", 0),
+    ("version", "3"),
+    ("version", True),
+    ("created_at", "2025-01-02T03:04:05"),
+    ("created_at", "yesterday"),
+    ("files", {}),
+    ("files", {"../encoder.onnx": DIGEST}),
+    ("files", {"manifest.json": DIGEST}),
+    ("files", {"a.npy": DIGEST.upper()}),
+    ("files", {"a.npy": DIGEST[:-1]}),
+    ("model.dim", "8"),
+    ("model.dim", 0),
+    ("model.metric", "dot"),
+    ("model.config", [1]),
+    ("model", KeyError),
+    ("dataset.users", -1),
+    ("dataset.split", ""),
+    ("metrics.test", KeyError),
+    ("metrics.valid", {"ndcg@10": "high"}),
+    ("surprise", 1),
+    ("model.extra", 1),
 ]
 
 
@@ -122,15 +142,35 @@ def test_valid_versions_are_accepted(value: object, expected: int) -> None:
     assert validate_version(value) == expected
 
 
-@pytest.mark.parametrize("value", ["007", "0", "../../etc", "-1", "1e3", "", "+1", "1_000", "٣",
-                                   "http://x/1", 0, -1, True, 2.0, None, b"1"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "007",
+        "0",
+        "../../etc",
+        "-1",
+        "1e3",
+        "",
+        "+1",
+        "1_000",
+        "٣",
+        "http://x/1",
+        0,
+        -1,
+        True,
+        2.0,
+        None,
+        b"1",
+    ],
+)
 def test_invalid_versions_are_refused_with_a_clear_message(value: object) -> None:
     with pytest.raises(InvalidName, match="invalid version"):
         validate_version(value)
 
 
-@pytest.mark.parametrize("name", ["..", ".hidden", "a/b", "manifest.json", "bundle.json",
-                                  "LATEST", "", "a b", "a\\b"])
+@pytest.mark.parametrize(
+    "name", ["..", ".hidden", "a/b", "manifest.json", "bundle.json", "LATEST", "", "a b", "a\\b"]
+)
 def test_invalid_bundle_file_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidName, match="bundle file name"):
         validate_file_name(name)

@@ -106,8 +106,12 @@ def test_publisher_killed_before_rename_leaves_an_unlisted_staging_folder_that_p
         "from model_store import ModelStore\n"
         "ModelStore(Path(sys.argv[1])).publish('cinesync', Path(sys.argv[2]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(store.root), str(bundle)],
-                          cwd=REPO, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(store.root), str(bundle)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == -9, proc.stderr.decode()
     staging = [p for p in (store.root / NAME).iterdir() if p.name.startswith(".staging-")]
     assert len(staging) == 1
@@ -220,20 +224,56 @@ def test_symlinked_version_or_model_folder_escaping_the_root_is_refused(
         store.versions("evil")
 
 
-BAD_NAMES = ["", "..", ".", "../etc", "/etc", "a/b", "CineSync", "-x", "_x", "x" * 65,
-             "http://evil.example/m", "cinesync\n", "cine sync", "ciné", "cinesync/../x"]
-BAD_VERSIONS: list[object] = ["007", "0", "../../etc", "/etc/passwd", "-1", "1e3", "", " 1",
-                              "1\n", "1.0", "https://evil.example/3", "٣", 0, -1, True, 1.5,
-                              10**18]
+BAD_NAMES = [
+    "",
+    "..",
+    ".",
+    "../etc",
+    "/etc",
+    "a/b",
+    "CineSync",
+    "-x",
+    "_x",
+    "x" * 65,
+    "http://evil.example/m",
+    "cinesync\n",
+    "cine sync",
+    "ciné",
+    "cinesync/../x",
+]
+BAD_VERSIONS: list[object] = [
+    "007",
+    "0",
+    "../../etc",
+    "/etc/passwd",
+    "-1",
+    "1e3",
+    "",
+    " 1",
+    "1\n",
+    "1.0",
+    "https://evil.example/3",
+    "٣",
+    0,
+    -1,
+    True,
+    1.5,
+    10**18,
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_malformed_model_names_are_refused_everywhere(
     store: ModelStore, bundle: Path, name: str
 ) -> None:
-    for call in (lambda: store.versions(name), lambda: store.latest(name),
-                 lambda: store.verify(name, 1), lambda: store.publish(name, bundle),
-                 lambda: store.rollback(name), lambda: store.prune(name, 1)):
+    for call in (
+        lambda: store.versions(name),
+        lambda: store.latest(name),
+        lambda: store.verify(name, 1),
+        lambda: store.publish(name, bundle),
+        lambda: store.rollback(name),
+        lambda: store.prune(name, 1),
+    ):
         with pytest.raises(InvalidName, match="invalid model name"):
             call()
     assert not store.root.exists()
@@ -244,8 +284,12 @@ def test_malformed_versions_are_refused_everywhere(
     store: ModelStore, bundle: Path, version: object
 ) -> None:
     store.publish(NAME, bundle)
-    for call in (lambda: store.verify(NAME, version), lambda: store.manifest(NAME, version),
-                 lambda: store.set_latest(NAME, version), lambda: store.rollback(NAME, version)):
+    for call in (
+        lambda: store.verify(NAME, version),
+        lambda: store.manifest(NAME, version),
+        lambda: store.set_latest(NAME, version),
+        lambda: store.rollback(NAME, version),
+    ):
         with pytest.raises(InvalidName, match="invalid version"):
             call()
     assert store.latest(NAME) == 1
@@ -286,10 +330,18 @@ def test_concurrent_threads_publish_distinct_versions(store: ModelStore, bundle:
 
 
 def test_concurrent_processes_publish_distinct_versions(store: ModelStore, bundle: Path) -> None:
-    script = ("import sys\nfrom pathlib import Path\nfrom model_store import ModelStore\n"
-              "print(ModelStore(Path(sys.argv[1])).publish('cinesync', Path(sys.argv[2])))\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(store.root), str(bundle)],
-                              cwd=REPO, stdout=subprocess.PIPE) for _ in range(3)]
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom model_store import ModelStore\n"
+        "print(ModelStore(Path(sys.argv[1])).publish('cinesync', Path(sys.argv[2])))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(store.root), str(bundle)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0]
     assert sorted(int(out) for out in outputs) == [1, 2, 3]
@@ -366,9 +418,7 @@ def test_publish_refuses_links_folders_and_bad_bundle_json_without_writing(
     assert not (store.root / NAME).exists() or os.listdir(store.root / NAME) in ([], [".lock"])
 
 
-def test_verified_bundle_gives_paths_only_for_listed_files(
-    store: ModelStore, bundle: Path
-) -> None:
+def test_verified_bundle_gives_paths_only_for_listed_files(store: ModelStore, bundle: Path) -> None:
     store.publish(NAME, bundle)
     verified = store.verify(NAME, 1)
     for name in ("manifest.json", "../1/encoder.onnx", "/etc/passwd", "bundle.json"):

@@ -19,12 +19,16 @@ ort = pytest.importorskip("onnxruntime")
 
 
 def embedding_model(rows: int = 6, dim: int = 8) -> onnx.ModelProto:
-    weights = numpy_helper.from_array(np.arange(rows * dim, dtype=np.float32).reshape(rows, dim),
-                                      "W")
+    weights = numpy_helper.from_array(
+        np.arange(rows * dim, dtype=np.float32).reshape(rows, dim), "W"
+    )
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["W", "history"], ["query"])], "g",
+        [helper.make_node("Gather", ["W", "history"], ["query"])],
+        "g",
         [helper.make_tensor_value_info("history", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("query", TensorProto.FLOAT, [1, dim])], [weights])
+        [helper.make_tensor_value_info("query", TensorProto.FLOAT, [1, dim])],
+        [weights],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -61,8 +65,13 @@ def test_initializer_with_external_data_outside_the_bundle_is_refused(tmp_path: 
 
 def test_external_data_saved_by_onnx_beside_the_model_is_refused(tmp_path: Path) -> None:
     model = embedding_model()
-    onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True,
-                    location="m.onnx.data", size_threshold=0)
+    onnx.save_model(
+        model,
+        tmp_path / "m.onnx",
+        save_as_external_data=True,
+        location="m.onnx.data",
+        size_threshold=0,
+    )
     with pytest.raises(UnsafeArtifact, match="external tensor data"):
         check_self_contained((tmp_path / "m.onnx").read_bytes())
 
@@ -72,14 +81,19 @@ def test_external_data_hidden_in_a_subgraph_or_constant_is_refused() -> None:
     point_outside(inner.initializer[0], "/etc/shadow")
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     node = helper.make_node("If", ["c"], ["query"], then_branch=inner, else_branch=inner)
-    outer = helper.make_graph([node], "outer", [cond],
-                              [helper.make_tensor_value_info("query", TensorProto.FLOAT, None)])
+    outer = helper.make_graph(
+        [node], "outer", [cond], [helper.make_tensor_value_info("query", TensorProto.FLOAT, None)]
+    )
     with pytest.raises(UnsafeArtifact, match="external"):
         check_self_contained(helper.make_model(outer).SerializeToString())
     value = numpy_helper.from_array(np.ones(4, np.float32), "v")
     point_outside(value)
-    const = helper.make_graph([helper.make_node("Constant", [], ["y"], value=value)], "k", [],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    const = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=value)],
+        "k",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
     with pytest.raises(UnsafeArtifact, match="external"):
         check_self_contained(helper.make_model(const).SerializeToString())
 

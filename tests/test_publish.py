@@ -44,7 +44,8 @@ def test_tiny_bundle_model_learned_something(run_dir: Path) -> None:
 
 
 def test_publish_uses_the_model_name_from_the_environment(
-        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CINESYNC_MODEL_NAME", "from-env")
     assert publish_run(run_dir, tmp_path, None) == 1
     assert publish_run(run_dir, tmp_path, None) == 2

@@ -29,8 +29,9 @@ def test_pickled_npy_passes_checksums_but_is_refused_without_running_code(
 ) -> None:
     marker = tmp_path / "marker"
     bundle = make_fake_bundle(tmp_path / "bundle")
-    np.save(bundle / "item_embeddings.npy",
-            np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    np.save(
+        bundle / "item_embeddings.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True
+    )
     (bundle / "content_embeddings.npy").write_bytes(pickle.dumps(Payload(marker)))
     store = ModelStore(tmp_path / "store")
     verified = store.verify("cinesync", store.publish("cinesync", bundle))
@@ -44,8 +45,9 @@ def test_pickled_npy_passes_checksums_but_is_refused_without_running_code(
 def test_npz_holding_a_pickled_array_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     path = tmp_path / "h.npz"
-    np.savez(path, user_ids=np.array([Payload(marker)], dtype=object),
-             offsets=np.zeros(2, np.int64))
+    np.savez(
+        path, user_ids=np.array([Payload(marker)], dtype=object), offsets=np.zeros(2, np.int64)
+    )
     with pytest.raises(UnsafeArtifact, match="allow_pickle=False"):
         load_npz(path)
     assert not marker.exists()

@@ -80,9 +80,11 @@ def test_cli_store_commands_print_reports_and_exit_2_on_bad_input(root: Path) ->
     assert rolled.exit_code == 0, rolled.output
     assert "LATEST 2 -> 1" in rolled.output
     assert ModelStore(root).latest("cinesync") == 1
-    for args in (["store", "list", "--name", "../etc"],
-                 ["store", "rollback", "--name", "cinesync", "--to", "7"],
-                 ["store", "rollback", "--name", "/abs"]):
+    for args in (
+        ["store", "list", "--name", "../etc"],
+        ["store", "rollback", "--name", "cinesync", "--to", "7"],
+        ["store", "rollback", "--name", "/abs"],
+    ):
         bad = runner.invoke(app, [*args, "--store", str(root)])
         assert bad.exit_code == 2, bad.output
         assert "error:" in bad.output

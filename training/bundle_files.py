@@ -27,8 +27,15 @@ class BundleError(CineSyncError):
     """A bundle folder is missing a file or holds a malformed one."""
 
 
-BUNDLE_FILES = (ENCODER, ENCODER_INT8, ITEM_EMBEDDINGS, CONTENT_EMBEDDINGS, ITEMS, HISTORIES,
-                BUNDLE_JSON)
+BUNDLE_FILES = (
+    ENCODER,
+    ENCODER_INT8,
+    ITEM_EMBEDDINGS,
+    CONTENT_EMBEDDINGS,
+    ITEMS,
+    HISTORIES,
+    BUNDLE_JSON,
+)
 
 
 def _year(value: object) -> int | None:
@@ -80,7 +87,7 @@ def read_histories(path: Path) -> dict[str, list[int]]:
     """External user id -> chronological internal item ids (allow_pickle=False)."""
     with np.load(path, allow_pickle=False) as data:
         user_ids, offsets, items = data["user_ids"], data["offsets"], data["items"]
-        return {str(u): items[offsets[i]:offsets[i + 1]].tolist() for i, u in enumerate(user_ids)}
+        return {str(u): items[offsets[i] : offsets[i + 1]].tolist() for i, u in enumerate(user_ids)}
 
 
 def write_embeddings(matrix: np.ndarray, path: Path, n_rows: int) -> None:
@@ -95,5 +102,6 @@ def write_embeddings(matrix: np.ndarray, path: Path, n_rows: int) -> None:
 
 
 def write_bundle_json(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps(content, indent=2, sort_keys=False, allow_nan=False) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps(content, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8"
+    )

@@ -20,7 +20,9 @@ app.add_typer(store_app, name="store")
 
 DatasetOpt = Annotated[
     str,
-    typer.Option(help="ml-latest-small | ml-100k | synthetic[:key=value,...] | PATH to a data folder or file"),
+    typer.Option(
+        help="ml-latest-small | ml-100k | synthetic[:key=value,...] | PATH to a data folder or file"
+    ),
 ]
 DataDirOpt = Annotated[
     Path | None,
@@ -38,7 +40,9 @@ def _fail(message: str) -> None:
 def evaluate(
     model: Annotated[str, typer.Option(help="pop | itemknn | ease")],
     dataset: DatasetOpt = "ml-latest-small",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON.")
+    ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Fit a baseline and evaluate it with the full-ranking leave-one-out protocol."""
@@ -55,15 +59,26 @@ def evaluate(
 def train(
     model: Annotated[str, typer.Option(help="sasrec | bert4rec | two_tower")] = "sasrec",
     dataset: DatasetOpt = "ml-latest-small",
-    config: Annotated[Path | None, typer.Option(help="TOML config (training/configs/*.toml).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<model>-<dataset>-<time>).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config (training/configs/*.toml).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default runs/<model>-<dataset>-<time>).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the config's epoch count.")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from OUT/checkpoint.pt.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int | None, typer.Option(help="Override the config's seed.")] = None,
-    publish: Annotated[bool, typer.Option(help="Publish the exported bundle into --store.")] = False,
-    store: Annotated[Path | None, typer.Option(envvar="CINESYNC_STORE_DIR", help="Model store root.")] = None,
-    name: Annotated[str | None, typer.Option(help="Model name in the store (default $CINESYNC_MODEL_NAME or 'cinesync').")] = None,
+    publish: Annotated[
+        bool, typer.Option(help="Publish the exported bundle into --store.")
+    ] = False,
+    store: Annotated[
+        Path | None, typer.Option(envvar="CINESYNC_STORE_DIR", help="Model store root.")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Model name in the store (default $CINESYNC_MODEL_NAME or 'cinesync')."),
+    ] = None,
     data_dir: DataDirOpt = None,
     nproc: Annotated[int, typer.Option(min=1, help="Processes (DDP via torchrun).")] = 1,
     mlflow: Annotated[bool | None, typer.Option(help="Log to MLflow ($CINESYNC_MLFLOW).")] = None,
@@ -73,8 +88,18 @@ def train(
     from training.train_cli import run_train
 
     options = dict(
-        model=model, dataset=dataset, config=config, out=out, epochs=epochs, resume=resume,
-        device=device, seed=seed, publish=publish, store=store, name=name, data_dir=data_dir,
+        model=model,
+        dataset=dataset,
+        config=config,
+        out=out,
+        epochs=epochs,
+        resume=resume,
+        device=device,
+        seed=seed,
+        publish=publish,
+        store=store,
+        name=name,
+        data_dir=data_dir,
         mlflow=mlflow,
     )
     if nproc > 1:
@@ -110,8 +135,17 @@ def tune(
 
     try:
         run_tune(
-            model=model, dataset=dataset, trials=trials, study_db=study_db, out=out, epochs=epochs,
-            timeout=timeout, config=config, seed=seed, device=device, data_dir=data_dir,
+            model=model,
+            dataset=dataset,
+            trials=trials,
+            study_db=study_db,
+            out=out,
+            epochs=epochs,
+            timeout=timeout,
+            config=config,
+            seed=seed,
+            device=device,
+            data_dir=data_dir,
             study_name=study_name,
         )
     except CineSyncError as exc:
@@ -155,7 +189,9 @@ def store_list(
 def store_rollback(
     store: StoreOpt,
     name: Annotated[str | None, typer.Option(help="Model name.")] = None,
-    to: Annotated[int | None, typer.Option(help="Version to point LATEST at (default: the one before).")] = None,
+    to: Annotated[
+        int | None, typer.Option(help="Version to point LATEST at (default: the one before).")
+    ] = None,
 ) -> None:
     """Point LATEST at an older version (the service picks it up on /admin/reload)."""
     from model_store.cli_ops import rollback

@@ -49,8 +49,9 @@ def content_embeddings(dataset: Dataset, dim: int = DEFAULT_DIM, seed: int = 0) 
     meta = dataset.item_meta
     docs = [
         item_tokens(str(t or ""), g, str(tag or ""))
-        for t, g, tag in zip(_column(meta, "title"), _column(meta, "genres"), _column(meta, "tags"),
-                             strict=True)
+        for t, g, tag in zip(
+            _column(meta, "title"), _column(meta, "genres"), _column(meta, "tags"), strict=True
+        )
     ][1:]  # row 0 is padding
     out_rows = dataset.n_items + 1
     if not any(docs):

@@ -69,16 +69,23 @@ def _model_config(model: Exportable) -> dict[str, Any]:
     return dict(_plain(vars(config)))
 
 
-def quantize_with_parity(fp32_path: Path, int8_path: Path, histories: list[np.ndarray],
-                         item_emb: np.ndarray, max_len: int, floor: float) -> dict[str, Any]:
+def quantize_with_parity(
+    fp32_path: Path,
+    int8_path: Path,
+    histories: list[np.ndarray],
+    item_emb: np.ndarray,
+    max_len: int,
+    floor: float,
+) -> dict[str, Any]:
     """Quantise with Gather (smallest file); if retrieval parity misses the floor, retry with
     MatMul/Gemm only; raise the last ExportParityError if both miss it."""
     failures: list[str] = []
     for ops in INT8_OPS:
         quantize_int8(fp32_path, int8_path, ops)
         try:
-            report: dict[str, Any] = check_int8(fp32_path, int8_path, histories, item_emb,
-                                                max_len, floor=floor)
+            report: dict[str, Any] = check_int8(
+                fp32_path, int8_path, histories, item_emb, max_len, floor=floor
+            )
         except ExportParityError as exc:
             failures.append(f"[{'/'.join(ops)}] {exc}")
             continue
@@ -124,8 +131,10 @@ def export_bundle(
     encoder = copy.deepcopy(model.query_encoder()).to("cpu", torch.float32).eval()
     item_emb = model.item_embeddings().detach().to("cpu", torch.float32).numpy()
     if item_emb.shape[0] != dataset.n_items + 1:
-        raise CineSyncError(f"item_embeddings has {item_emb.shape[0]} rows, expected "
-                            f"n_items + 1 = {dataset.n_items + 1}")
+        raise CineSyncError(
+            f"item_embeddings has {item_emb.shape[0]} rows, expected "
+            f"n_items + 1 = {dataset.n_items + 1}"
+        )
     histories = pick_histories(split.valid.histories, n_parity, seed)
     if len(histories) < 2:
         raise CineSyncError("export needs at least 2 non-empty validation histories for parity")
@@ -139,8 +148,9 @@ def export_bundle(
     parity.update(check_fp32(encoder, fp32_path, histories, max_len, tolerance=fp32_tolerance))
     files.write_embeddings(item_emb, out_dir / files.ITEM_EMBEDDINGS, dataset.n_items + 1)
     item_emb[0] = 0.0
-    parity.update(quantize_with_parity(fp32_path, int8_path, histories, item_emb, max_len,
-                                       int8_floor))
+    parity.update(
+        quantize_with_parity(fp32_path, int8_path, histories, item_emb, max_len, int8_floor)
+    )
 
     content = content_embeddings(dataset, content_dim, seed)
     files.write_embeddings(content, out_dir / files.CONTENT_EMBEDDINGS, dataset.n_items + 1)

@@ -41,9 +41,16 @@ OUTPUTS = ("query", "attention")
 PROBE_TOLERANCE = 1e-4
 # What an exporter or ONNX Runtime raises when a graph cannot be exported or run.
 EXPORT_ERRORS: tuple[type[BaseException], ...] = (
-    RuntimeError, ValueError, TypeError, NotImplementedError, onnx.checker.ValidationError,
-    ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph,
-    ort_state.RuntimeException, ort_state.NotImplemented,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    NotImplementedError,
+    onnx.checker.ValidationError,
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.RuntimeException,
+    ort_state.NotImplemented,
 )
 
 
@@ -94,18 +101,33 @@ def _export_dynamo(encoder: nn.Module, path: Path, example: torch.Tensor, max_le
     batch = torch.export.Dim("batch", min=1, max=65536)
     length = torch.export.Dim("length", min=1, max=max_len)
     torch.onnx.export(
-        encoder, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-        input_names=[INPUT], output_names=list(OUTPUTS), opset_version=OPSET,
+        encoder,
+        (example,),
+        str(path),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+        input_names=[INPUT],
+        output_names=list(OUTPUTS),
+        opset_version=OPSET,
         dynamic_shapes=({0: batch, 1: length},),
     )
 
 
 def _export_torchscript(encoder: nn.Module, path: Path, example: torch.Tensor) -> None:
     torch.onnx.export(
-        encoder, (example,), str(path), dynamo=False, input_names=[INPUT],
-        output_names=list(OUTPUTS), opset_version=OPSET,
-        dynamic_axes={INPUT: {0: "batch", 1: "length"}, "query": {0: "batch"},
-                      "attention": {0: "batch", 1: "length"}},
+        encoder,
+        (example,),
+        str(path),
+        dynamo=False,
+        input_names=[INPUT],
+        output_names=list(OUTPUTS),
+        opset_version=OPSET,
+        dynamic_axes={
+            INPUT: {0: "batch", 1: "length"},
+            "query": {0: "batch"},
+            "attention": {0: "batch", 1: "length"},
+        },
     )
 
 
@@ -136,8 +158,9 @@ def check_onnx_file(path: Path) -> None:
         raise OnnxExportError(f"{path} has inputs/outputs {names}, expected {INPUT} -> {OUTPUTS}")
 
 
-def _try(exporter: str, encoder: nn.Module, path: Path, example: torch.Tensor,
-         max_len: int) -> None:
+def _try(
+    exporter: str, encoder: nn.Module, path: Path, example: torch.Tensor, max_len: int
+) -> None:
     path.unlink(missing_ok=True)
     if exporter == "dynamo":
         _export_dynamo(encoder, path, example, max_len)
@@ -147,8 +170,9 @@ def _try(exporter: str, encoder: nn.Module, path: Path, example: torch.Tensor,
     _probe(encoder, path, example)
 
 
-def export_encoder(encoder: nn.Module, path: Path, example: torch.Tensor, max_len: int,
-                   exporter: str = "auto") -> ExportInfo:
+def export_encoder(
+    encoder: nn.Module, path: Path, example: torch.Tensor, max_len: int, exporter: str = "auto"
+) -> ExportInfo:
     """Export `encoder` (history [B, L] -> query, attention) to `path`; `example` is int64
     [B>=2, L>=3]. exporter: "auto" (dynamo, else torchscript) | "dynamo" | "torchscript"."""
     if exporter not in EXPORTERS:
@@ -168,8 +192,9 @@ def export_encoder(encoder: nn.Module, path: Path, example: torch.Tensor, max_le
             except RETRYABLE as exc:
                 failures.append(f"{name} export unusable: {type(exc).__name__}: {str(exc)[:300]}")
                 continue
-            return ExportInfo(exporter=name, opset=OPSET,
-                              fallback_reason="; ".join(failures) or None)
+            return ExportInfo(
+                exporter=name, opset=OPSET, fallback_reason="; ".join(failures) or None
+            )
     path.unlink(missing_ok=True)
     raise OnnxExportError("ONNX export failed: " + "; ".join(failures))
 
@@ -184,6 +209,11 @@ def quantize_int8(src: Path, dst: Path, op_types: tuple[str, ...] = INT8_OPS[0])
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_third_party():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(op_types), per_channel=False)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(op_types),
+            per_channel=False,
+        )
     check_onnx_file(dst)

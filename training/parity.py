@@ -29,12 +29,13 @@ def left_pad(histories: Sequence[np.ndarray], max_len: int) -> np.ndarray:
     for row, items in enumerate(histories):
         tail = np.asarray(items, dtype=np.int64)[-max_len:]
         if len(tail):
-            out[row, max_len - len(tail):] = tail
+            out[row, max_len - len(tail) :] = tail
     return out
 
 
-def pick_histories(histories: Sequence[np.ndarray], n: int = 256,
-                   seed: int = 0) -> list[np.ndarray]:
+def pick_histories(
+    histories: Sequence[np.ndarray], n: int = 256, seed: int = 0
+) -> list[np.ndarray]:
     """Up to `n` non-empty histories, chosen with a fixed seed (in their original order)."""
     nonempty = [np.asarray(h) for h in histories if len(h) > 0]
     if len(nonempty) <= n:
@@ -58,7 +59,7 @@ Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _chunked(run: Runner, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    parts = [run(batch[i:i + CHUNK]) for i in range(0, len(batch), CHUNK)]
+    parts = [run(batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -66,8 +67,14 @@ def _maxdiff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max()) if a.size else 0.0
 
 
-def check_fp32(encoder: nn.Module, onnx_path: Path, histories: Sequence[np.ndarray], max_len: int,
-               tolerance: float = FP32_TOLERANCE, n_unpadded: int = 16) -> dict[str, float | int]:
+def check_fp32(
+    encoder: nn.Module,
+    onnx_path: Path,
+    histories: Sequence[np.ndarray],
+    max_len: int,
+    tolerance: float = FP32_TOLERANCE,
+    n_unpadded: int = 16,
+) -> dict[str, float | int]:
     """FP32 ONNX vs torch on left-padded histories and on unpadded (shorter, dynamic-length) ones;
     also checks the ONNX outputs do not depend on the amount of left padding."""
     encoder = encoder.eval()
@@ -85,8 +92,12 @@ def check_fp32(encoder: nn.Module, onnx_path: Path, histories: Sequence[np.ndarr
         sq, sa = torch_run(encoder, single)
         unpadded_q = max(unpadded_q, _maxdiff(uq, sq))
         unpadded_a = max(unpadded_a, _maxdiff(ua, sa))
-        invariance = max(invariance, _maxdiff(uq[0], oq[row]), _maxdiff(ua[0], oa[row, -length:]),
-                         float(np.abs(oa[row, :max_len - length]).max(initial=0.0)))
+        invariance = max(
+            invariance,
+            _maxdiff(uq[0], oq[row]),
+            _maxdiff(ua[0], oa[row, -length:]),
+            float(np.abs(oa[row, : max_len - length]).max(initial=0.0)),
+        )
     report: dict[str, float | int] = {
         "fp32_histories": len(histories),
         "fp32_query_max_abs_diff": max(_maxdiff(tq, oq), unpadded_q),
@@ -96,8 +107,11 @@ def check_fp32(encoder: nn.Module, onnx_path: Path, histories: Sequence[np.ndarr
         "padding_invariance_max_abs_diff": invariance,
         "fp32_tolerance": tolerance,
     }
-    for key in ("fp32_query_max_abs_diff", "fp32_attention_max_abs_diff",
-                "padding_invariance_max_abs_diff"):
+    for key in (
+        "fp32_query_max_abs_diff",
+        "fp32_attention_max_abs_diff",
+        "padding_invariance_max_abs_diff",
+    ):
         if not report[key] <= tolerance:  # `not <=` also catches NaN
             raise ExportParityError(
                 f"ONNX FP32 parity failed: {key} = {report[key]:.3g} > {tolerance:g} "
@@ -106,8 +120,9 @@ def check_fp32(encoder: nn.Module, onnx_path: Path, histories: Sequence[np.ndarr
     return report
 
 
-def topk_excluding(queries: np.ndarray, item_embeddings: np.ndarray,
-                   seen: Sequence[np.ndarray], k: int) -> np.ndarray:
+def topk_excluding(
+    queries: np.ndarray, item_embeddings: np.ndarray, seen: Sequence[np.ndarray], k: int
+) -> np.ndarray:
     """Top-k item indices per row by inner product, padding (0) and seen items excluded."""
     scores = queries @ item_embeddings.T
     scores[:, 0] = -np.inf
@@ -118,9 +133,15 @@ def topk_excluding(queries: np.ndarray, item_embeddings: np.ndarray,
     return np.asarray(top)
 
 
-def check_int8(fp32_path: Path, int8_path: Path, histories: Sequence[np.ndarray],
-               item_embeddings: np.ndarray, max_len: int, floor: float = INT8_FLOOR,
-               k: int = 10) -> dict[str, float | int]:
+def check_int8(
+    fp32_path: Path,
+    int8_path: Path,
+    histories: Sequence[np.ndarray],
+    item_embeddings: np.ndarray,
+    max_len: int,
+    floor: float = INT8_FLOOR,
+    k: int = 10,
+) -> dict[str, float | int]:
     """Mean top-k overlap of INT8 vs FP32 retrieval (seen items excluded); fails below `floor`."""
     padded = left_pad(histories, max_len)
     fp32, int8 = session(fp32_path), session(int8_path)
@@ -128,8 +149,9 @@ def check_int8(fp32_path: Path, int8_path: Path, histories: Sequence[np.ndarray]
     q8, _ = _chunked(lambda b: onnx_run(int8, b), padded)
     a = topk_excluding(q32, item_embeddings, histories, k)
     b = topk_excluding(q8, item_embeddings, histories, k)
-    overlaps = np.array([len(set(x.tolist()) & set(y.tolist())) / a.shape[1]
-                         for x, y in zip(a, b, strict=True)])
+    overlaps = np.array(
+        [len(set(x.tolist()) & set(y.tolist())) / a.shape[1] for x, y in zip(a, b, strict=True)]
+    )
     report: dict[str, float | int] = {
         f"int8_top{k}_overlap": float(overlaps.mean()),
         f"int8_top{k}_overlap_min": float(overlaps.min()),

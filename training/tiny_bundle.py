@@ -21,14 +21,15 @@ INTERACTIONS_PER_USER = 20
 
 def _next_item_batches(train: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs (seq[:-1]) and targets (seq[1:]), left-padded to max_len; target 0 = ignored."""
-    seqs = [s[-(max_len + 1):] for s in train if len(s) >= 2]
+    seqs = [s[-(max_len + 1) :] for s in train if len(s) >= 2]
     inputs = left_pad([s[:-1] for s in seqs], max_len)
     targets = left_pad([s[1:] for s in seqs], max_len)
     return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
-def train_tiny(model: SASRec, split: Split, epochs: int, seed: int, batch_size: int = 64,
-               lr: float = 3e-3) -> None:
+def train_tiny(
+    model: SASRec, split: Split, epochs: int, seed: int, batch_size: int = 64, lr: float = 3e-3
+) -> None:
     """Full-softmax next-item cross-entropy with AdamW; a few seconds on a CPU."""
     inputs, targets = _next_item_batches(split.train, model.config.max_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -37,7 +38,7 @@ def train_tiny(model: SASRec, split: Split, epochs: int, seed: int, batch_size: 
     for _ in range(epochs):
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             hidden = model(inputs[rows])  # (B, L, D)
             logits = hidden @ model.item_embeddings().T  # (B, L, n_items + 1)
             loss = F.cross_entropy(logits.flatten(0, 1), targets[rows].flatten(), ignore_index=0)
@@ -59,17 +60,27 @@ def score_fn(model: SASRec) -> ScoreFn:
     return scores
 
 
-def make_tiny_bundle(out_dir: Path, *, seed: int = 0, n_users: int = 300, n_items: int = 200,
-                     dim: int = 32, epochs: int = 2) -> Path:
+def make_tiny_bundle(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    n_users: int = 300,
+    n_items: int = 200,
+    dim: int = 32,
+    epochs: int = 2,
+) -> Path:
     """Train a tiny SASRec on `synthetic:users=..,items=..` and export its bundle into `out_dir`
     (the bundle folder itself, ready for ModelStore.publish). Returns `out_dir`."""
-    spec = (f"synthetic:users={n_users},items={n_items},"
-            f"interactions={n_users * INTERACTIONS_PER_USER},seed={seed}")
+    spec = (
+        f"synthetic:users={n_users},items={n_items},"
+        f"interactions={n_users * INTERACTIONS_PER_USER},seed={seed}"
+    )
     dataset = load_dataset(spec)
     split = leave_one_out(dataset)
     torch.manual_seed(seed)
-    config = SASRecConfig(n_items=dataset.n_items, max_len=TINY_MAX_LEN, dim=dim, n_layers=2,
-                          n_heads=2, dropout=0.1)
+    config = SASRecConfig(
+        n_items=dataset.n_items, max_len=TINY_MAX_LEN, dim=dim, n_layers=2, n_heads=2, dropout=0.1
+    )
     model = SASRec(config)
     train_tiny(model, split, epochs, seed)
     metrics = {
