@@ -66,7 +66,8 @@ def explain(
         for hist_item, weight in zip(tail.tolist(), weights.tolist(), strict=True):
             totals[hist_item] = totals.get(hist_item, 0.0) + float(weight)
         ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
-        because = [(i, w) for i, w in ranked if w > 0][:BECAUSE_MAX]
+        # the item itself (already in the history) explains nothing about itself
+        because = [(i, w) for i, w in ranked if w > 0 and i != item][:BECAUSE_MAX]
     history_genres = {g for i in np.unique(history).tolist() for g in bundle.catalog.genres[i]}
     shared = [g for g in bundle.catalog.genres[item] if g in history_genres]
     return Explanation(item, strategy, score, because, shared, REASONS[strategy])

@@ -105,3 +105,13 @@ async def test_explain_endpoint_shape_and_errors(client: httpx.AsyncClient) -> N
     assert missing.status_code == 404
     assert "no-such-item" in missing.json()["detail"]
     assert (await client.get("/explain/%00/1")).status_code == 422
+
+
+def test_an_item_already_in_the_history_is_never_its_own_reason(bundle: Bundle) -> None:
+    history = history_of(bundle, 30)
+    attention = bundle.encoder.encode([history]).attention
+    assert attention is not None
+    item = int(history[int(np.argmax(attention[0]))])  # the strongest contributor of all
+    ex = explain(bundle, history, item, N_FULL, 0)
+    assert ex.because
+    assert item not in {i for i, _ in ex.because}
