@@ -15,7 +15,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from training.models.sasrec import Block, Rope, SASRecConfig, rope_tables
+from training.models.sasrec import Block, Rope, SASRecConfig, init_weights, rope_tables
 
 
 @dataclass
@@ -45,17 +45,7 @@ class BERT4Rec(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.dim)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+        self.apply(lambda module: init_weights(module, config.init_std))
 
     def _prepare(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Rope]:
         """Embeddings, key mask (B, 1, 1, L) and rotary tables for left-padded tokens (B, L).

@@ -154,6 +154,18 @@ class Block(nn.Module):
         return out
 
 
+def init_weights(module: nn.Module, std: float) -> None:
+    """Normal(0, std) for linear and embedding weights, zero biases and padding rows."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
 class SASRec(nn.Module):
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
@@ -163,17 +175,7 @@ class SASRec(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.dim)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+        self.apply(lambda module: init_weights(module, config.init_std))
 
     def _prepare(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Rope]:
         """Embeddings, attention mask and rotary tables for a (B, L) left-padded history."""
