@@ -132,6 +132,34 @@ def test_perturbed_weights_after_export_fail_fp32_parity(
         check_fp32(wrong.query_encoder(), bundle / "encoder.onnx", histories, MAX_LEN)
 
 
+def test_export_parity_judges_the_serving_graph_against_the_training_model(
+    tmp_path: Path, model: SASRec, data: tuple[Dataset, Split]
+) -> None:
+    """A serving graph that drifted from the model it was built from (here: its fused
+    projection perturbed) is exported faithfully, yet the export refuses it: parity is
+    measured against the training forward (`reference`), not the graph exported."""
+    drifted = model.query_encoder()
+    fused = drifted.blocks[0].in_proj.weight
+    with torch.no_grad():
+        fused.add_(0.05 * torch.randn_like(fused))
+    with pytest.raises(ExportParityError, match="ONNX FP32 parity failed"):
+        export_bundle(_Fixed(model, drifted), data[0], data[1], tmp_path, METRICS, kind="sasrec")
+
+
+class _Fixed(torch.nn.Module):
+    """The model, with `query_encoder()` answering a given serving graph."""
+
+    def __init__(self, model: SASRec, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.encoder, self.config = model, encoder, model.config
+
+    def query_encoder(self) -> torch.nn.Module:
+        return self.encoder
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.inner.item_embeddings()
+
+
 def test_bundle_files_follow_the_contract(
     bundle: Path, model: SASRec, data: tuple[Dataset, Split]
 ) -> None:

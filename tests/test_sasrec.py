@@ -198,3 +198,29 @@ def test_negative_distribution_never_samples_padding() -> None:
         torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
     popular = negative_distribution("popularity", np.array([0, 5, 1, 0, 10]))
     assert popular[4] > popular[1] > popular[2] > popular[3] > 0
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+@pytest.mark.parametrize("n_heads", [1, 2])
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_serving_graph_equals_the_training_forward(pos: str, n_heads: int, n_layers: int) -> None:
+    """The fused serving graph (one input projection with rotary halves and scale folded in,
+    last block on the last position only) against `SASRec.encode`, with left padding, empty
+    rows and lengths above, at and below max_len."""
+    torch.manual_seed(1)
+    config = SASRecConfig(
+        n_items=N_ITEMS, max_len=12, dim=16, n_heads=n_heads, n_layers=n_layers, pos=pos,
+        init_std=0.3,
+    )  # fmt: skip
+    model = SASRec(config).eval()
+    encoder = model.query_encoder().eval()
+    history = torch.randint(1, N_ITEMS + 1, (6, 15))
+    history[0, :10] = 0  # mostly padding
+    history[2, :] = 0  # empty
+    history[3, 4] = 0  # a hole
+    for length in (15, 12, 5, 1):
+        with torch.no_grad():
+            want_q, want_a = model.encode(history[:, -length:])
+            got_q, got_a = encoder(history[:, -length:])
+        torch.testing.assert_close(got_q, want_q, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_a, want_a, rtol=1e-5, atol=1e-5)

@@ -45,8 +45,12 @@ def pick_histories(
 
 
 def torch_run(encoder: nn.Module, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's torch outputs; a serving graph that offers `reference` (the training
+    model's own forward) is judged against that, so the ONNX file must match the model trained,
+    not just the graph it was exported from."""
+    run = getattr(encoder, "reference", encoder)
     with torch.no_grad():
-        query, attention = encoder(torch.from_numpy(batch))
+        query, attention = run(torch.from_numpy(batch))
     return query.float().numpy(), attention.float().numpy()
 
 

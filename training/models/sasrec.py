@@ -234,15 +234,7 @@ class SASRec(nn.Module):
         return self.item_emb.weight
 
     def query_encoder(self) -> nn.Module:
+        """The serving graph (training.models.sasrec_serving): same outputs as `encode`."""
+        from training.models.sasrec_serving import SASRecQueryEncoder
+
         return SASRecQueryEncoder(self)
-
-
-class SASRecQueryEncoder(nn.Module):
-    """The serving graph: history int64 (B, L) -> (query (B, D), attention (B, L))."""
-
-    def __init__(self, model: SASRec) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode(history)
