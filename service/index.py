@@ -47,17 +47,45 @@ class ItemIndex:
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product: (scores float32 [B, k'], ids int64 [B, k']), k' = min(k, n)."""
+    @property
+    def filters(self) -> bool:
+        """True when searches can skip disallowed items inside FAISS (an IDSelector): Flat,
+        HNSW and IVF on the CPU; GPU indexes over-fetch and filter afterwards instead."""
+        return self._gpu_lock is None
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: (scores float32 [B, k'], ids int64 [B, k']), k' = min(k, n).
+
+        `allowed` (bool [n + 1] over internal ids, needs `filters`): only those items are
+        returned, selected inside FAISS by a bitmap IDSelector, so exclusions cost no over-fetch
+        (an approximate index may then return fewer than k: ids of -1)."""
         k = max(1, min(int(k), self.n_items))
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self._gpu_lock is not None:  # GPU searches are kept to one thread at a time
+        if allowed is not None:
+            if not self.filters:
+                raise ValueError("this index cannot filter inside FAISS; filter its results")
+            bitmap = np.packbits(allowed[1:], bitorder="little")  # row r = internal id r + 1
+            selector = faiss.IDSelectorBitmap(self.n_items, faiss.swig_ptr(bitmap))
+            scores, rows = self.index.search(q, k, params=self._params(selector))
+        elif self._gpu_lock is not None:  # GPU searches are kept to one thread at a time
             with self._gpu_lock:
                 scores, rows = self.index.search(q, k)
         else:
             scores, rows = self.index.search(q, k)
         ids = np.where(rows >= 0, rows + 1, -1).astype(np.int64)
         return scores, ids
+
+    def _params(self, selector: Any) -> Any:
+        """Search parameters carrying `selector` and this index's own search breadth (FAISS
+        parameter objects otherwise reset efSearch / nprobe to their defaults)."""
+        lib: Any = faiss  # the SWIG classes take keyword arguments its stubs do not list
+        if self.kind == "hnsw":
+            return lib.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
+        if self.kind == "ivf":
+            return lib.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
+        return lib.SearchParameters(sel=selector)
 
     def exact_topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k with numpy (the oracle and the last-resort refill)."""

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from service.bundle import Bundle
+from service.index import ItemIndex
 
 Strategy = Literal["sequential", "blend", "content", "popular"]
 FETCH_GROWTH = 4
@@ -105,21 +106,35 @@ class Scorer:
             total += (1 - self.alpha) * (b.content_embeddings @ self.content_query)
         return total
 
-    def candidates(self, fetch: int) -> np.ndarray:
-        """Ids worth scoring: each part's index top-`fetch` (popular: the most popular)."""
+    def candidates(self, fetch: int, allowed: np.ndarray | None) -> np.ndarray:
+        """Allowed ids worth scoring: each part's index top-`fetch` among the `allowed` items
+        (bool [n + 1], None = all), filtered inside FAISS where the index can (popular: the
+        most popular allowed items). An index that cannot filter returns its top-`fetch`
+        minus the disallowed ones, so callers grow `fetch` until enough remain."""
         b = self.bundle
         if self.strategy == "popular":
-            return b.catalog.popular_order[:fetch]
+            order = b.catalog.popular_order
+            return (order if allowed is None else order[allowed[order]])[:fetch]
         started = time.perf_counter()
         parts = []
         if self.alpha > 0:
-            parts.append(b.index.search(self._collab_query()[None, :], fetch)[1][0])
+            parts.append(_search(b.index, self._collab_query(), fetch, allowed))
         if self.alpha < 1:
             assert self.content_query is not None
-            parts.append(b.content_index.search(self.content_query[None, :], fetch)[1][0])
+            parts.append(_search(b.content_index, self.content_query, fetch, allowed))
         self.search_seconds += time.perf_counter() - started
         ids = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
         return ids[ids > 0]
+
+
+def _search(
+    index: ItemIndex, query: np.ndarray, fetch: int, allowed: np.ndarray | None
+) -> np.ndarray:
+    if allowed is not None and index.filters:
+        ids: np.ndarray = index.search(query[None, :], fetch, allowed)[1][0]
+        return ids
+    ids = index.search(query[None, :], fetch)[1][0]
+    return ids if allowed is None else ids[allowed[np.maximum(ids, 0)]]
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,29 +160,28 @@ def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_conte
     strategy = choose_strategy(len(history), n_full, n_content)
     scorer = Scorer(bundle, history, strategy, n_full)
     n = bundle.n_items
-    genre_mask = bundle.catalog.genre_mask(query.genres) if query.genres else None
-    seen = np.unique(history) if query.exclude_seen and len(history) else history[:0]
     k = min(query.k, n)
-    fetch = k + len(seen)
-    if genre_mask is not None:
-        share = max(float(genre_mask.sum()) / max(n, 1), 1e-3)
-        fetch = int(fetch / share) + k
+    seen = np.unique(history) if query.exclude_seen and len(history) else history[:0]
+    allowed: np.ndarray | None = None  # None: every item may be returned
+    if query.genres or len(seen):
+        allowed = bundle.catalog.genre_mask(query.genres)  # a fresh array, ours to change
+        allowed[seen] = False
+    # over-fetch only where an index filters after the search, not inside FAISS
+    filters = bundle.index.filters and bundle.content_index.filters
+    fetch = k
+    if allowed is not None and not filters:
+        share = max(float(allowed.sum()) / max(n, 1), 1e-3)
+        fetch = int((k + len(seen)) / share) + k
     exhaustive = strategy in ("blend", "content") and n <= EXACT_BLEND_MAX_ITEMS
     ids = seen[:0]
     while not exhaustive:
-        ids = scorer.candidates(min(fetch, n))
-        if genre_mask is not None:
-            ids = ids[genre_mask[ids]]
-        if len(seen):
-            ids = ids[~np.isin(ids, seen)]
+        ids = scorer.candidates(min(fetch, n), allowed)
         if len(ids) >= k or fetch >= n:
             break
         fetch *= FETCH_GROWTH
     if exhaustive or len(ids) < k:  # small blend, or an approximate index came back short
-        allowed = genre_mask if genre_mask is not None else bundle.catalog.all_items_mask()
-        allowed = allowed.copy()
-        allowed[seen] = False
-        top_ids, top_scores = _exact(scorer, allowed, k)
+        mask = allowed if allowed is not None else bundle.catalog.all_items_mask()
+        top_ids, top_scores = _exact(scorer, mask, k)
     else:
         top_ids, top_scores = _top(ids, scorer.score(ids), k)
     top_scores = np.nan_to_num(top_scores, nan=0.0, posinf=0.0, neginf=0.0)

@@ -98,3 +98,44 @@ def test_a_degenerate_matrix_is_refused() -> None:
 
     with pytest.raises(BundleLoadError):
         build_index(np.zeros((1, 4), dtype=np.float32), "flat", IndexSettings())
+
+
+def test_filtered_flat_search_equals_the_exact_oracle_over_allowed_items() -> None:
+    emb, q = embeddings(800, 16), queries(30, 16)
+    allowed = np.random.default_rng(2).random(801) < 0.3
+    allowed[0] = False
+    index = build_index(emb, "flat", IndexSettings())
+    assert index.filters
+    scores, ids = index.search(q, 10, allowed)
+    want_scores, want_ids = exact_topk(emb, q, 10, allowed)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("hnsw", IndexSettings(ef_search=128)),
+        ("ivf", IndexSettings(nlist=16, nprobe=16)),  # every list probed: exact
+    ],
+)
+def test_filtered_approximate_search_returns_only_allowed_items_with_high_recall(
+    kind: str, params: IndexSettings
+) -> None:
+    """The index's own efSearch / nprobe are kept: FAISS parameter objects would otherwise
+    reset them to defaults (efSearch 16, nprobe 1) and recall would fall."""
+    emb, q = embeddings(2000, 16), queries(50, 16)
+    allowed = np.random.default_rng(3).random(2001) < 0.5
+    allowed[0] = False
+    index = build_index(emb, kind, params)
+    _, ids = index.search(q, 10, allowed)
+    returned = ids[ids > 0]
+    assert allowed[returned].all()
+    _, want = exact_topk(emb, q, 10, allowed)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ids, want, strict=True)])
+    assert recall >= (1.0 if kind == "ivf" else 0.95)
+    carried = index._params(None)
+    if kind == "hnsw":
+        assert carried.efSearch == index.index.hnsw.efSearch == 128
+    else:
+        assert carried.nprobe == index.index.nprobe == 16
