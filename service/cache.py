@@ -59,13 +59,24 @@ class TieredCache:
     Invalidation epochs close the race where a value read from L2 (or computed) before a user's
     invalidation is written back after it: take ``snapshot()`` before reading or computing, and
     pass it to ``set``; a value whose user was invalidated since is served but not stored.
+
+    ``set(..., write_behind=True)`` stores in L1 at once and in L2 from a background task, so a
+    response does not wait for a Redis round trip it does not need (the staleness check runs
+    again just before the L2 write). At most ``max_write_behind`` such writes are in flight;
+    beyond that an L2 write is skipped (L2 is a cache: a skipped write is a later miss).
+    ``drain()`` waits for the writes in flight; ``close()`` drains first.
     """
 
-    def __init__(self, l1: L1Cache, l2: Cache, *, epochs: int = 65536) -> None:
+    def __init__(
+        self, l1: L1Cache, l2: Cache, *, epochs: int = 65536, max_write_behind: int = 1024
+    ) -> None:
         self.l1 = l1
         self.l2 = l2
         self._seq = 0
         self._invalidated: LRUCache[str, int] = LRUCache(maxsize=epochs)
+        self._writes: set[asyncio.Task[None]] = set()
+        self.max_write_behind = max_write_behind
+        self.skipped_writes = 0
 
     def snapshot(self) -> int:
         """A marker to pass to :meth:`set`: invalidations after it make that set a no-op."""
@@ -81,23 +92,53 @@ class TieredCache:
         value = await self.l1.get(key)
         if value is not None:
             return value, "l1"
-        snap = self._seq
+        return await self.get_l2(key, self._seq)
+
+    async def get_l2(self, key: str, snapshot: int) -> tuple[bytes | None, Tier]:
+        """The L2 half of ``get`` (after an L1 miss), filling L1 unless the key's user was
+        invalidated after ``snapshot``."""
         value = await self.l2.get(key)
         if value is None:
             return None, "miss"
         index_key = keys.index_key_for(key)
-        if index_key is not None and not self._stale(index_key, snap):
+        if index_key is not None and not self._stale(index_key, snapshot):
             self.l1.set_indexed(key, value, index_key)
         return value, "l2"
 
     async def set(
-        self, key: str, value: bytes, user_id: str, model: str, *, snapshot: int | None = None
+        self,
+        key: str,
+        value: bytes,
+        user_id: str,
+        model: str,
+        *,
+        snapshot: int | None = None,
+        write_behind: bool = False,
     ) -> None:
         """Store in both tiers, unless the user was invalidated after ``snapshot``."""
-        if self._stale(keys.user_index_key(model, user_id), snapshot):
+        index_key = keys.user_index_key(model, user_id)
+        if self._stale(index_key, snapshot):
             return
         await self.l1.set(key, value, user_id, model)
-        await self.l2.set(key, value, user_id, model)
+        if not write_behind:
+            await self.l2.set(key, value, user_id, model)
+        elif len(self._writes) >= self.max_write_behind:
+            self.skipped_writes += 1
+        else:
+            task = asyncio.create_task(self._write_l2(key, value, user_id, model, snapshot))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write_l2(
+        self, key: str, value: bytes, user_id: str, model: str, snapshot: int | None
+    ) -> None:
+        if not self._stale(keys.user_index_key(model, user_id), snapshot):
+            await self.l2.set(key, value, user_id, model)  # never raises (the Cache contract)
+
+    async def drain(self) -> None:
+        """Wait for every L2 write in flight."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes))
 
     async def invalidate_user(self, model: str, user_id: str) -> None:
         """Drop every cached key of the user (L2 first, so L2 cannot refill L1 after it)."""
@@ -108,4 +149,5 @@ class TieredCache:
         await self.l1.invalidate_user(model, user_id)
 
     async def close(self) -> None:
+        await self.drain()
         await asyncio.gather(self.l1.close(), self.l2.close())

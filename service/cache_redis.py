@@ -92,7 +92,8 @@ class RedisCache:
         if not self.breaker.allow():
             raise _UnavailableError("breaker open")
         try:
-            result = await asyncio.wait_for(command(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # no extra task, unlike wait_for
+                result = await command()
         except REDIS_ERRORS as exc:
             self.breaker.record_failure()
             raise _UnavailableError(f"{type(exc).__name__}: {exc}") from exc

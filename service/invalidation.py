@@ -72,7 +72,7 @@ class Invalidations:
                 log.debug("invalidation subscriber: %s: %s", type(exc).__name__, exc)
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call, unused-ignore]
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 

@@ -1,10 +1,12 @@
 """The request path (DESIGN section 4): read the bundle once -> cache key -> L1 -> L2 -> on a
 miss, one computation per key (single-flight): bundle history + live events -> strategy ->
-encoder and FAISS in a worker thread -> filter -> JSON -> L1 and L2. The cached payload is the
+encoder and FAISS (on the loop for small catalogues, else in a worker thread) -> filter -> JSON
+-> L1 now, L2 written behind the response. The cached payload is the
 response body without `user_id` and `cache`, which are spliced in per response."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -80,11 +82,13 @@ class Recommender:
         *,
         n_full: int,
         n_content: int,
+        inline_max_items: int = 0,
         announce: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.registry, self.cache, self.history = registry, cache, history
         self.metrics, self.exposure = metrics, exposure
         self.n_full, self.n_content = n_full, n_content
+        self.inline_max_items = inline_max_items
         self.announce = announce  # tells the other replicas to drop the user from their L1
         self._flights: SingleFlight[_Computed] = SingleFlight()
 
@@ -114,37 +118,62 @@ class Recommender:
             k=k, exclude_seen=exclude_seen, genres=list(query.genres), v=PAYLOAD_VERSION
         )
         key = keys.recs_key(bundle.name, bundle.version, user_id, digest)
-        cached, tier = await self.cache.get(key)
+        cached = await self.cache.l1.get(key)
         if cached is not None:
-            self.exposure.record(served_item_ids(cached))
-            return Served(splice(user_id, tier, cached), _strategy_of(cached), tier, bundle.version)
+            return self._served(bundle, user_id, "l1", cached)
+        # L1 missed: read L2 and, speculatively, the live history side by side, so a miss waits
+        # for one round trip instead of two (an L2 hit leaves the history read unused). The
+        # snapshot comes first: an event after it makes the computed answer unstorable.
+        snapshot = self.cache.snapshot()
+        history = asyncio.ensure_future(self.user_history(bundle, user_id))
+        history.add_done_callback(_discard)  # its outcome is consumed even when unused
+        try:
+            cached, tier = await self.cache.get_l2(key, snapshot)
+        except BaseException:
+            history.cancel()
+            raise
+        if cached is not None:
+            return self._served(bundle, user_id, tier, cached)
         late = self.cache.l1.peek(key)  # a flight for this key may have ended while L2 answered
         if late is not None:  # (no await from here to `do`: no flight can end in between)
-            self.exposure.record(served_item_ids(late))
-            return Served(splice(user_id, "l1", late), _strategy_of(late), "l1", bundle.version)
-        snapshot = self.cache.snapshot()
+            return self._served(bundle, user_id, "l1", late)
         flight = f"{key}#{snapshot}"  # a flight that began before an invalidation is not joined
         computed = await self._flights.do(
-            flight, lambda: self._compute(bundle, user_id, query, key, snapshot)
+            flight, lambda: self._compute(bundle, history, query, key, user_id, snapshot)
         )
         self.exposure.record(served_item_ids(computed.payload))
         return Served(
             splice(user_id, "miss", computed.payload), computed.strategy, "miss", bundle.version
         )
 
+    def _served(self, bundle: Bundle, user_id: str, tier: Tier, payload: bytes) -> Served:
+        self.exposure.record(served_item_ids(payload))
+        return Served(splice(user_id, tier, payload), _strategy_of(payload), tier, bundle.version)
+
     async def _compute(
-        self, bundle: Bundle, user_id: str, query: Query, key: str, snapshot: int
+        self,
+        bundle: Bundle,
+        pending_history: asyncio.Future[np.ndarray],
+        query: Query,
+        key: str,
+        user_id: str,
+        snapshot: int,
     ) -> _Computed:
-        history = await self.user_history(bundle, user_id)
-        ranked = await anyio.to_thread.run_sync(
-            rank, bundle, history, query, self.n_full, self.n_content
-        )
+        history = await pending_history
+        if bundle.n_items <= self.inline_max_items:  # cheaper than a worker-thread hop
+            ranked = rank(bundle, history, query, self.n_full, self.n_content)
+        else:
+            ranked = await anyio.to_thread.run_sync(
+                rank, bundle, history, query, self.n_full, self.n_content
+            )
         if ranked.encoder_seconds:
             self.metrics.encoder_duration.observe(ranked.encoder_seconds)
         if ranked.search_seconds:
             self.metrics.index_search_duration.observe(ranked.search_seconds)
         payload = render_payload(bundle, ranked)
-        await self.cache.set(key, payload, user_id, bundle.name, snapshot=snapshot)
+        await self.cache.set(
+            key, payload, user_id, bundle.name, snapshot=snapshot, write_behind=True
+        )
         return _Computed(payload, ranked.strategy)
 
     async def explain(self, user_id: str, item_id: str) -> tuple[Bundle, Explanation]:
@@ -168,6 +197,12 @@ class Recommender:
         if self.announce is not None:
             await self.announce(user_id)
         return bundle
+
+
+def _discard(future: asyncio.Future[np.ndarray]) -> None:
+    """Retrieve an unused speculative read's outcome, so asyncio never logs it as unhandled."""
+    if not future.cancelled():
+        future.exception()
 
 
 _ITEM_ID = re.compile(rb'"item_id":"((?:[^"\\]|\\.)*)"')

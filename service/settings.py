@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     faiss_threads: int = Field(default=1, ge=1, le=256)
     max_k: int = Field(default=100, ge=1, le=10_000)
+    # A miss is scored on the event loop itself when the catalogue has at most this many items
+    # (a batch-1 encoder call and index search take well under a millisecond there, less than
+    # a worker-thread hop costs); larger catalogues are scored in a worker thread. 0 = always
+    # a worker thread.
+    inline_compute_max_items: int = Field(default=100_000, ge=0, le=100_000_000)
     n_full: int = Field(
         default=10, ge=1, le=10_000
     )  # history length where the sequential model takes over

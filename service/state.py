@@ -175,6 +175,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         exposure,
         n_full=settings.n_full,
         n_content=settings.n_content,
+        inline_max_items=settings.inline_compute_max_items,
         announce=invalidations.publish if invalidations is not None else None,
     )
     limiter = EventRateLimit(

@@ -227,3 +227,44 @@ async def test_tiered_does_not_refill_l1_from_an_l2_read_that_raced_an_invalidat
     assert await tiered.get(k) == (b"old", "l2")  # served once, to the request that read it
     tiered.l2.get = real_get  # type: ignore[method-assign]
     assert await tiered.get(k) == (None, "miss")
+
+
+@pytest.mark.asyncio
+async def test_write_behind_stores_in_l1_at_once_and_in_l2_after_drain(
+    tiered: TieredCache,
+) -> None:
+    k = key("u1")
+    await tiered.set(k, b"v", "u1", MODEL, write_behind=True)
+    assert await tiered.l1.get(k) == b"v"  # the response's own tier, before any round trip
+    await tiered.drain()
+    assert await tiered.l2.get(k) == b"v"  # landed in Redis behind the response
+
+
+@pytest.mark.asyncio
+async def test_write_behind_drops_a_value_whose_user_is_invalidated_before_it_lands(
+    tiered: TieredCache,
+) -> None:
+    k = key("u1")
+    snapshot = tiered.snapshot()
+    await tiered.set(k, b"stale", "u1", MODEL, snapshot=snapshot, write_behind=True)
+    await tiered.invalidate_user(MODEL, "u1")  # runs before the background write is scheduled
+    await tiered.drain()
+    assert await tiered.l2.get(k) is None
+    assert await tiered.get(k) == (None, "miss")
+
+
+@pytest.mark.asyncio
+async def test_write_behind_skips_l2_writes_beyond_the_in_flight_bound(redis_url: str) -> None:
+    cache = TieredCache(
+        L1Cache(size=1000, ttl_s=60), _redis_cache(redis_url, 60), max_write_behind=2
+    )
+    try:
+        for user in ("a", "b", "c", "d"):  # no await yields between them: 2 in flight
+            await cache.set(key(user), user.encode(), user, MODEL, write_behind=True)
+        await cache.drain()
+        assert cache.skipped_writes == 2
+        stored = [await cache.l2.get(key(user)) for user in ("a", "b", "c", "d")]
+        assert stored == [b"a", b"b", None, None]
+        assert await cache.get(key("d")) == (b"d", "l1")  # the skipped ones are still in L1
+    finally:
+        await cache.close()
