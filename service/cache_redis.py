@@ -2,7 +2,7 @@
 
 Values carry a header (``CS1`` + CRC-32 of the payload), so a corrupt, truncated or old-format
 value is a miss (counted as an error) and is overwritten by the next ``set``. Each key is also
-added to the user's index set (same MULTI/EXEC as the SET), which ``invalidate_user`` deletes
+added to the user's index set (in the same Lua script as the SET), which ``invalidate_user`` deletes
 with every key it lists. Every call is bounded by ``timeout_s``; while the breaker is open a call
 costs nothing and answers a miss. Nothing here raises to the request.
 """
@@ -59,6 +59,16 @@ return #members
 """
 
 
+# Stores a value and adds its key to the user's index set, both with the TTL: one atomic command
+# (a MULTI/EXEC pipeline of the same three costs about 1.6x the client CPU in redis.asyncio).
+_SET_LUA = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 class RedisCache:
     """The L2 ``Cache`` implementation."""
 
@@ -86,6 +96,7 @@ class RedisCache:
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._max_pending = max_pending_invalidations
         self._flush_batch = flush_batch
+        self._set_script = client.register_script(_SET_LUA)
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis call within the budget, reporting to the breaker."""
@@ -128,12 +139,10 @@ class RedisCache:
 
     async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
         index_key = keys.user_index_key(model, user_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(key, encode_value(value), px=self._ttl_ms)
-        pipe.sadd(index_key, key)
-        pipe.pexpire(index_key, self._ttl_ms)
+        keys_: list[str] = [key, index_key]
+        args: list[bytes | int] = [encode_value(value), self._ttl_ms]
         try:
-            await self._call(pipe.execute)
+            await self._call(lambda: self._set_script(keys=keys_, args=args))
         except _UnavailableError as exc:
             log.debug("cache set of %s skipped: %s", key, exc)
 

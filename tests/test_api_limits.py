@@ -26,7 +26,9 @@ async def test_requests_past_the_concurrency_limit_get_a_fast_503(
         return real_rank(*args, **kwargs)
 
     monkeypatch.setattr(service.recommender, "rank", blocked_rank)
-    async with running_app(make_settings(published_store, max_concurrency=2)) as client:
+    # scoring in worker threads, so the held requests block threads, not the event loop
+    settings = make_settings(published_store, max_concurrency=2, inline_compute_max_items=0)
+    async with running_app(settings) as client:
         held = [asyncio.create_task(client.get(f"/recommend/held-{i}")) for i in range(2)]
         await asyncio.sleep(0.05)
         started = time.perf_counter()

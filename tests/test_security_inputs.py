@@ -103,9 +103,9 @@ class RecordingIndex:
     def __init__(self, real: Any) -> None:
         self.real, self.ks = real, []
 
-    def search(self, queries: np.ndarray, k: int) -> Any:
+    def search(self, queries: np.ndarray, k: int, params: Any = None) -> Any:
         self.ks.append(int(k))
-        return self.real.search(queries, k)
+        return self.real.search(queries, k, params=params)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
