@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import build_router, install_error_handlers
+from service.breaker_probe import watch_breaker
 from service.encoder import check_gpu_at_start
 from service.errors import ReloadError, SettingsError, UnknownVersionError
 from service.fastpath import RecommendFastPath
@@ -30,7 +31,7 @@ from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.observe import RequestMetrics, endpoint_of
 from service.settings import Settings, load_settings
-from service.state import AppState, Lifecycle, close_state, open_state
+from service.state import AppState, Lifecycle, close_state, open_state, probe_redis
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task.add_done_callback(state.background.discard)
         if state.invalidations is not None:
             state.background.add(asyncio.create_task(state.invalidations.run()))
+        if state.breaker is not None and state.redis is not None:
+            client, rs = state.redis, settings.redis
+            probe = watch_breaker(
+                state.breaker, lambda: probe_redis(client, rs.socket_timeout_s), rs.breaker_reset_s
+            )
+            state.background.add(asyncio.create_task(probe))
         log.info(
             "service started",
             extra={

@@ -54,6 +54,7 @@ class AppState:
     redis_reachable_at_start: bool | None = None
     invalidations: Invalidations | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    breaker: CircuitBreaker | None = None  # Redis's, probed in the background while open
 
     @property
     def ready(self) -> bool:
@@ -71,7 +72,8 @@ def redacted(url: str) -> str:
 
 async def probe_redis(client: aioredis.Redis, timeout_s: float) -> bool:
     try:
-        await asyncio.wait_for(client.ping(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await client.ping()
     except REDIS_ERRORS:
         return False
     return True
@@ -198,6 +200,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         redis.client if redis is not None else None,
         redis.reachable if redis is not None else None,
         invalidations,
+        breaker=redis.breaker if redis is not None else None,
     )
 
 
