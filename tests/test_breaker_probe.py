@@ -40,9 +40,7 @@ async def test_an_open_breaker_stays_open_while_redis_is_down_and_closes_once_it
     )
     private_redis.stop()
     breaker.record_failure()  # a request saw Redis fail: open
-    watcher = asyncio.create_task(
-        watch_breaker(breaker, lambda: probe_redis(client, 0.1), RESET_S)
-    )
+    watcher = asyncio.create_task(watch_breaker(breaker, lambda: probe_redis(client, 0.1), RESET_S))
     try:
         await asyncio.sleep(10 * RESET_S)  # several probes, all failing
         assert breaker.state == "open"
