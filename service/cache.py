@@ -125,14 +125,16 @@ class TieredCache:
         elif len(self._writes) >= self.max_write_behind:
             self.skipped_writes += 1
         else:
-            task = asyncio.create_task(self._write_l2(key, value, user_id, model, snapshot))
+            task = asyncio.create_task(
+                self._write_l2(key, value, user_id, model, index_key, snapshot)
+            )
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
     async def _write_l2(
-        self, key: str, value: bytes, user_id: str, model: str, snapshot: int | None
+        self, key: str, value: bytes, user_id: str, model: str, index_key: str, snapshot: int | None
     ) -> None:
-        if not self._stale(keys.user_index_key(model, user_id), snapshot):
+        if not self._stale(index_key, snapshot):  # re-checked: an invalidation may have come
             await self.l2.set(key, value, user_id, model)  # never raises (the Cache contract)
 
     async def drain(self) -> None:

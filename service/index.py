@@ -49,8 +49,9 @@ class ItemIndex:
 
     @property
     def filters(self) -> bool:
-        """True when searches can skip disallowed items inside FAISS (an IDSelector): Flat,
-        HNSW and IVF on the CPU; GPU indexes over-fetch and filter afterwards instead."""
+        """True when searches skip disallowed items inside FAISS (a bitmap IDSelector): Flat,
+        HNSW and IVF on the CPU. GPU indexes search unfiltered and drop disallowed results
+        afterwards, so their callers over-fetch."""
         return self._gpu_lock is None
 
     def search(
@@ -58,14 +59,12 @@ class ItemIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: (scores float32 [B, k'], ids int64 [B, k']), k' = min(k, n).
 
-        `allowed` (bool [n + 1] over internal ids, needs `filters`): only those items are
-        returned, selected inside FAISS by a bitmap IDSelector, so exclusions cost no over-fetch
-        (an approximate index may then return fewer than k: ids of -1)."""
+        `allowed` (bool [n + 1] over internal ids): only those items are returned; inside FAISS
+        where the index `filters`, else by dropping the others from the top k. Either way a
+        result may hold fewer than k allowed items: the rest are ids of -1."""
         k = max(1, min(int(k), self.n_items))
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if allowed is not None:
-            if not self.filters:
-                raise ValueError("this index cannot filter inside FAISS; filter its results")
+        if allowed is not None and self.filters:
             bitmap = np.packbits(allowed[1:], bitorder="little")  # row r = internal id r + 1
             selector = faiss.IDSelectorBitmap(self.n_items, faiss.swig_ptr(bitmap))
             scores, rows = self.index.search(q, k, params=self._params(selector))
@@ -75,6 +74,8 @@ class ItemIndex:
         else:
             scores, rows = self.index.search(q, k)
         ids = np.where(rows >= 0, rows + 1, -1).astype(np.int64)
+        if allowed is not None and not self.filters:
+            ids[~allowed[np.maximum(ids, 0)]] = -1  # row 0 is never allowed: -1 stays -1
         return scores, ids
 
     def _params(self, selector: Any) -> Any:

@@ -15,7 +15,6 @@ from typing import Literal
 import numpy as np
 
 from service.bundle import Bundle
-from service.index import ItemIndex
 
 Strategy = Literal["sequential", "blend", "content", "popular"]
 FETCH_GROWTH = 4
@@ -118,23 +117,14 @@ class Scorer:
         started = time.perf_counter()
         parts = []
         if self.alpha > 0:
-            parts.append(_search(b.index, self._collab_query(), fetch, allowed))
+            parts.append(b.index.search(self._collab_query()[None, :], fetch, allowed)[1][0])
         if self.alpha < 1:
             assert self.content_query is not None
-            parts.append(_search(b.content_index, self.content_query, fetch, allowed))
+            query = self.content_query[None, :]
+            parts.append(b.content_index.search(query, fetch, allowed)[1][0])
         self.search_seconds += time.perf_counter() - started
         ids = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
         return ids[ids > 0]
-
-
-def _search(
-    index: ItemIndex, query: np.ndarray, fetch: int, allowed: np.ndarray | None
-) -> np.ndarray:
-    if allowed is not None and index.filters:
-        ids: np.ndarray = index.search(query[None, :], fetch, allowed)[1][0]
-        return ids
-    ids = index.search(query[None, :], fetch)[1][0]
-    return ids if allowed is None else ids[allowed[np.maximum(ids, 0)]]
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

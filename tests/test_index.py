@@ -139,3 +139,19 @@ def test_filtered_approximate_search_returns_only_allowed_items_with_high_recall
         assert carried.efSearch == index.index.hnsw.efSearch == 128
     else:
         assert carried.nprobe == index.index.nprobe == 16
+
+
+def test_an_index_that_cannot_filter_drops_disallowed_results_after_the_search() -> None:
+    """The GPU indexes' path (no IDSelector), exercised on a CPU Flat index marked as such."""
+    import threading
+    from dataclasses import replace
+
+    emb, q = embeddings(300, 8), queries(5, 8)
+    allowed = np.random.default_rng(4).random(301) < 0.5
+    allowed[0] = False
+    flat = build_index(emb, "flat", IndexSettings())
+    unfiltered = replace(flat, _gpu_lock=threading.Lock())
+    assert not unfiltered.filters
+    _, ids = unfiltered.search(q, 20, allowed)
+    _, plain = flat.search(q, 20)
+    np.testing.assert_array_equal(ids, np.where(allowed[plain], plain, -1))

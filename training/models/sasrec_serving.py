@@ -105,14 +105,8 @@ class _FusedBlock(nn.Module):
         self, x: torch.Tensor, bias: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Output of the last position (B, 1, D) and its attention over the history (B, L)."""
-        parts = self.in_proj(self.ln_1(x)).split(self.dim, dim=-1)
-        if self.rope:
-            q = parts[0][:, -1:] * cos[-1:] + parts[1][:, -1:] * sin[-1:]
-            k = parts[2] * cos + parts[3] * sin
-            v = parts[4]
-        else:
-            q, k, v = parts[0][:, -1:], parts[1], parts[2]
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        q, k, v = self._qkv(self.ln_1(x), cos, sin)
+        q = q[..., -1:, :]  # the last position's query only
         att = torch.softmax(q @ k.transpose(-2, -1) + bias, dim=-1)  # (B, [nh,] 1, L)
         y = x[:, -1:] + self.proj(self._merge(att @ v))
         weights = att[:, 0, :] if self.n_heads == 1 else att.mean(dim=1)[:, 0, :]
