@@ -7,7 +7,7 @@ from model_store.errors import StoreError
 from model_store.store import ModelStore
 from service.bundle import Bundle
 from service.registry import ModelRegistry
-from service.schemas import IndexInfo, ModelsResponse, ServedInfo, VersionInfo
+from service.schemas import IndexInfo, ModelsResponse, ServedInfo, UserFeatureInfo, VersionInfo
 from service.settings import Settings
 
 
@@ -28,6 +28,10 @@ def served_info(bundle: Bundle, settings: Settings) -> ServedInfo:
         ),
         items=bundle.n_items,
         users=len(bundle.users),
+        user_features=[
+            UserFeatureInfo(name=c.name, kind=c.kind, edges=list(c.edges), values=list(c.values))
+            for c in (bundle.features.columns if bundle.features is not None else ())
+        ],
     )
 
 

@@ -53,6 +53,7 @@ from service.schemas import (
     ReloadResponse,
 )
 from service.settings import Settings
+from service.user_features import FEATURES_PATTERN, MAX_FEATURES_CHARS
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -62,6 +63,18 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Documented error answers: validation (422), headers too large (431), at capacity (503),
     plus the route's own (a body route adds 400 undecodable body and 413 body too large)."""
     return {code: {"model": ErrorResponse} for code in sorted({422, 431, 503, *codes})}
+
+
+FeaturesParam = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_FEATURES_CHARS,
+        pattern=FEATURES_PATTERN,
+        description="user features as name:value pairs, for users with no history "
+        "(the names and values the served model reads: GET /admin/models)",
+        examples=["age:25,gender:F,occupation:student"],
+    ),
+]
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -81,9 +94,12 @@ def build_router(settings: Settings) -> APIRouter:
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = 10,
         exclude_seen: bool = True,
         genres: Annotated[str | None, Query(max_length=1024, examples=["Drama,Comedy"])] = None,
+        features: FeaturesParam = None,
     ) -> Response:
-        """Top-k recommendations; unknown users are cold-start users."""
-        served = await rec.recommend(check_user_id(user_id), k, exclude_seen, genres)
+        """Top-k recommendations; unknown users are cold-start users. A user with no history
+        gets the model's feature-only query (strategy `features`) when `features` is given and
+        the served model has one; otherwise popular items."""
+        served = await rec.recommend(check_user_id(user_id), k, exclude_seen, genres, features)
         request.state.strategy, request.state.tier = served.strategy, served.tier
         return Response(served.body, media_type=JSON)
 
@@ -121,10 +137,14 @@ def build_router(settings: Settings) -> APIRouter:
         "/explain/{user_id}/{item_id}", response_model=ExplainResponse, responses=_errors(404)
     )
     async def explain(
-        request: Request, user_id: UserId, item_id: ItemId, rec: RecommenderDep
+        request: Request,
+        user_id: UserId,
+        item_id: ItemId,
+        rec: RecommenderDep,
+        features: FeaturesParam = None,
     ) -> ExplainResponse:
-        """Why `item_id` would be recommended to `user_id`."""
-        bundle, ex = await rec.explain(check_user_id(user_id), item_id)
+        """Why `item_id` would be recommended to `user_id` (with `features` as for /recommend)."""
+        bundle, ex = await rec.explain(check_user_id(user_id), item_id, features)
         request.state.strategy = ex.strategy
         cat = bundle.catalog
         return ExplainResponse(

@@ -23,6 +23,7 @@ from service.encoder import Encoder
 from service.errors import BundleLoadError, UnknownVersionError
 from service.index import ItemIndex, build_index, recall_at_10
 from service.settings import Settings
+from service.user_features import FEATURE_QUERIES, USER_FEATURES, FeatureQueries
 from service.user_sequences import UserSequences, read_user_sequences
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Bundle:
     users: UserSequences
     max_item_norm: float
     index_recall: float
+    features: FeatureQueries | None = None  # feature-only queries for users with no history
     load_seconds: float = 0.0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -91,13 +93,21 @@ def _check_npy_size(data: bytes, filename: str) -> None:
         )
 
 
-def _matrix(verified: VerifiedBundle, filename: str, rows: int, dim: int | None) -> np.ndarray:
+def _npy(verified: VerifiedBundle, filename: str) -> np.ndarray:
+    """A verified .npy file, size-checked before it is read, never unpickled."""
     data = verified.read_bytes(filename)
     _check_npy_size(data, filename)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise BundleLoadError(f"{filename}: not a plain .npy array ({exc})") from exc
+    if not isinstance(array, np.ndarray):
+        raise BundleLoadError(f"{filename}: not a plain .npy array")
+    return array
+
+
+def _matrix(verified: VerifiedBundle, filename: str, rows: int, dim: int | None) -> np.ndarray:
+    array = _npy(verified, filename)
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 2:
         raise BundleLoadError(
             f"{filename}: expected a float32 matrix, got {array.dtype} with {array.ndim} dimensions"
@@ -108,6 +118,17 @@ def _matrix(verified: VerifiedBundle, filename: str, rows: int, dim: int | None)
     if not np.isfinite(array).all():
         raise BundleLoadError(f"{filename}: non-finite values")
     return array
+
+
+def _feature_queries(verified: VerifiedBundle, dim: int) -> FeatureQueries | None:
+    """The optional feature-only query table (both files or neither)."""
+    present = [f for f in (USER_FEATURES, FEATURE_QUERIES) if f in verified.manifest.files]
+    if not present:
+        return None
+    if len(present) == 1:
+        raise BundleLoadError(f"{present[0]} without its companion file")
+    table = _npy(verified, FEATURE_QUERIES)
+    return FeatureQueries(verified.read_bytes(USER_FEATURES), table, dim)
 
 
 def _verify(store: ModelStore, name: str, version: int | None) -> VerifiedBundle:
@@ -146,6 +167,7 @@ def load_bundle(store: ModelStore, name: str, version: int | None, settings: Set
         users = read_user_sequences(verified.read_bytes(HISTORIES), n_items)
         content = _matrix(verified, CONTENT_EMBEDDINGS, n_items + 1, None)
         content_index = build_index(content, settings.index.kind, settings.index)
+        features = _feature_queries(verified, dim)
     except StoreError as exc:
         raise BundleLoadError(f"{label}: {exc}") from exc
     except BundleLoadError as exc:
@@ -163,6 +185,7 @@ def load_bundle(store: ModelStore, name: str, version: int | None, settings: Set
         users=users,
         max_item_norm=float(np.linalg.norm(item_emb[1:], axis=1).max(initial=0.0)) or 1.0,
         index_recall=1.0,
+        features=features,
     )
     bundle.index_recall = warm_up(
         bundle, settings.encoder.warmup_queries, settings.index.recall_sample

@@ -3,7 +3,7 @@ most, the genres the item shares with the history, and the score `recommend` wou
 
 `because` weights: sequential = the encoder's attention of the final position over the history;
 content = content cosine similarity to the item; blend = alpha * embedding cosine + (1 - alpha) *
-content cosine (alpha as in ranking); popular = none (no history)."""
+content cosine (alpha as in ranking); popular and features = none (no history)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ REASONS: dict[str, str] = {
     "content": "short history: ranked by content similarity (genres, tags, title) to it",
     "blend": "short history: content similarity blended with the collaborative model",
     "sequential": "ranked by the sequential model over the user's recent history",
+    "features": "no history for this user: ranked by the model's query for the given user features",
 }
 
 
@@ -52,14 +53,21 @@ def _weights(scorer: Scorer, bundle: Bundle, tail: np.ndarray, item: int) -> np.
 
 
 def explain(
-    bundle: Bundle, history: np.ndarray, item: int, n_full: int, n_content: int
+    bundle: Bundle,
+    history: np.ndarray,
+    item: int,
+    n_full: int,
+    n_content: int,
+    features: tuple[int, ...] | None = None,
 ) -> Explanation:
-    """Explain internal `item` for a user with `history` (internal ids, chronological)."""
-    strategy = choose_strategy(len(history), n_full, n_content)
-    scorer = Scorer(bundle, history, strategy, n_full)
+    """Explain internal `item` for a user with `history` (internal ids, chronological) and, for
+    a user without one, the feature codes the request gave (bundle.features)."""
+    has_features = features is not None and bundle.features is not None
+    strategy = choose_strategy(len(history), n_full, n_content, has_features)
+    scorer = Scorer(bundle, history, strategy, n_full, features)
     score = float(scorer.score(np.asarray([item], dtype=np.int64))[0])
     because: list[tuple[int, float]] = []
-    if strategy != "popular":
+    if strategy not in ("popular", "features"):
         tail = history[-bundle.encoder.max_len :] if strategy == "sequential" else history
         weights = _weights(scorer, bundle, tail, item)
         totals: dict[int, float] = {}

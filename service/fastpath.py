@@ -1,9 +1,9 @@
 """A lean ASGI route for the hottest call, GET /recommend/{user_id}, when its query is in
-canonical form (k digits, exclude_seen true|false|1|0, genres, each at most once): it calls the
-same `Recommender.recommend` as the FastAPI route, minus the framework's per-request dependency
-and validation work (about half the cost of an L1 hit). Anything else, and any domain error
-(which is raised before any side effect), falls through to the FastAPI route, which validates,
-documents and answers it. Tests check both routes give the same bodies."""
+canonical form (k digits, exclude_seen true|false|1|0, genres, features, each at most once): it
+calls the same `Recommender.recommend` as the FastAPI route, minus the framework's per-request
+dependency and validation work (about half the cost of an L1 hit). Anything else, and any domain
+error (which is raised before any side effect), falls through to the FastAPI route, which
+validates, documents and answers it. Tests check both routes give the same bodies."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.errors import ServiceError
 from service.schemas import is_valid_user_id
 from service.state import AppState
+from service.user_features import MAX_FEATURES_CHARS
 
 PREFIX = "/recommend/"
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
@@ -27,11 +28,11 @@ class RecommendFastPath:
     def __init__(self, app: ASGIApp, *, max_k: int, max_user_id_chars: int) -> None:
         self.app, self.max_k, self.max_user_chars = app, max_k, max_user_id_chars
 
-    def _parse(self, scope: Scope) -> tuple[str, int, bool, str | None] | None:
+    def _parse(self, scope: Scope) -> tuple[str, int, bool, str | None, str | None] | None:
         user_id = scope["path"][len(PREFIX) :]
         if not is_valid_user_id(user_id, self.max_user_chars):
             return None
-        k, exclude_seen, genres = 10, True, None
+        k, exclude_seen, genres, features = 10, True, None, None
         seen: set[str] = set()
         for name, value in parse_qsl(scope["query_string"].decode("latin-1"), True):
             if name in seen:
@@ -51,7 +52,11 @@ class RecommendFastPath:
                 if len(value) > MAX_GENRES_CHARS:
                     return None
                 genres = value
-        return user_id, k, exclude_seen, genres
+            elif name == "features":
+                if len(value) > MAX_FEATURES_CHARS:
+                    return None
+                features = value
+        return user_id, k, exclude_seen, genres, features
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -23,7 +23,7 @@ LATENCY_BUCKETS = (
     0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 ENDPOINTS = frozenset({"recommend", "events", "explain", "admin_reload", "admin_models", "other"})
-STRATEGIES = frozenset({"sequential", "blend", "content", "popular", "none"})
+STRATEGIES = frozenset({"sequential", "blend", "content", "features", "popular", "none"})
 TIERS = frozenset({"l1", "l2", "miss", "none"})
 REQUEST_RESULTS = frozenset({"ok", "client_error", "server_error", "rejected"})
 CACHE_TIERS = frozenset({"l1", "l2"})

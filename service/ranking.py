@@ -1,6 +1,7 @@
 """Scoring and top-k for one user (blocking; the recommender runs it in a worker thread).
 
-Strategy by history length n: 0 -> popular; 1..n_content -> content; < n_full -> blend of
+Strategy by history length n: 0 -> features when the request gave user features and the bundle
+has feature-only queries, else popular; 1..n_content -> content; < n_full -> blend of
 content and collaborative scores with alpha = min(n / n_full, 1); otherwise sequential. The
 collaborative part of a blend is the encoder's dot product divided by |query| * max item norm
 (same ranking, bounded to [-1, 1] like the content cosine), so explain and recommend agree.
@@ -16,7 +17,7 @@ import numpy as np
 
 from service.bundle import Bundle
 
-Strategy = Literal["sequential", "blend", "content", "popular"]
+Strategy = Literal["sequential", "blend", "content", "features", "popular"]
 FETCH_GROWTH = 4
 EXACT_BLEND_MAX_ITEMS = 50_000  # blends over catalogues this small score every item exactly
 
@@ -26,6 +27,7 @@ class Query:
     k: int
     exclude_seen: bool
     genres: tuple[str, ...]
+    features: tuple[int, ...] | None = None  # user feature codes (bundle.features), if given
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,9 @@ class Ranked:
     search_seconds: float
 
 
-def choose_strategy(n: int, n_full: int, n_content: int) -> Strategy:
+def choose_strategy(n: int, n_full: int, n_content: int, features: bool = False) -> Strategy:
     if n == 0:
-        return "popular"
+        return "features" if features else "popular"
     if n <= n_content:
         return "content"
     if n < n_full:
@@ -50,15 +52,26 @@ def choose_strategy(n: int, n_full: int, n_content: int) -> Strategy:
 class Scorer:
     """Scores of any items for one (bundle, history, strategy)."""
 
-    def __init__(self, bundle: Bundle, history: np.ndarray, strategy: Strategy, n_full: int):
+    def __init__(
+        self,
+        bundle: Bundle,
+        history: np.ndarray,
+        strategy: Strategy,
+        n_full: int,
+        features: tuple[int, ...] | None = None,
+    ):
         self.bundle, self.history, self.strategy = bundle, history, strategy
-        self.alpha = {"sequential": 1.0, "content": 0.0, "popular": 0.0}.get(
+        self.alpha = {"sequential": 1.0, "features": 1.0, "content": 0.0, "popular": 0.0}.get(
             strategy, min(len(history) / n_full, 1.0)
         )
         self.encoder_seconds = self.search_seconds = 0.0
         self.query: np.ndarray | None = None
         self.attention: np.ndarray | None = None
         self.content_query: np.ndarray | None = None
+        if strategy == "features":
+            if bundle.features is None or features is None:
+                raise ValueError("the features strategy needs feature codes and their table")
+            self.query = bundle.features.query(features)
         if strategy in ("sequential", "blend"):
             started = time.perf_counter()
             out = bundle.encoder.encode([history])
@@ -72,7 +85,7 @@ class Scorer:
 
     def _collab_query(self) -> np.ndarray:
         assert self.query is not None
-        if self.strategy == "sequential":
+        if self.strategy in ("sequential", "features"):
             return self.query
         scale = float(np.linalg.norm(self.query)) * self.bundle.max_item_norm
         return self.query / scale if scale > 0 else self.query
@@ -147,8 +160,9 @@ def _exact(scorer: Scorer, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.
 
 def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_content: int) -> Ranked:
     """Top `query.k` items for a user with `history` (internal ids, chronological)."""
-    strategy = choose_strategy(len(history), n_full, n_content)
-    scorer = Scorer(bundle, history, strategy, n_full)
+    has_features = query.features is not None and bundle.features is not None
+    strategy = choose_strategy(len(history), n_full, n_content, has_features)
+    scorer = Scorer(bundle, history, strategy, n_full, query.features)
     n = bundle.n_items
     k = min(query.k, n)
     seen = np.unique(history) if query.exclude_seen and len(history) else history[:0]

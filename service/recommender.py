@@ -27,6 +27,7 @@ from service.metrics import ServiceMetrics
 from service.ranking import Query, Ranked, rank
 from service.registry import ModelRegistry
 from service.singleflight import SingleFlight
+from service.user_features import parse_features
 
 PAYLOAD_VERSION = 1  # bump when the cached payload's shape changes (it is in the key digest)
 
@@ -84,12 +85,14 @@ class Recommender:
         n_full: int,
         n_content: int,
         inline_max_items: int = 0,
+        feature_queries: bool = True,
         announce: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.registry, self.cache, self.history = registry, cache, history
         self.metrics, self.exposure = metrics, exposure
         self.n_full, self.n_content = n_full, n_content
         self.inline_max_items = inline_max_items
+        self.feature_queries = feature_queries  # False: features are parsed, then ignored
         self.announce = announce  # tells the other replicas to drop the user from their L1
         self._flights: SingleFlight[_Computed] = SingleFlight()
 
@@ -111,13 +114,21 @@ class Recommender:
         return np.concatenate([known, np.asarray(mapped, dtype=np.int64)])
 
     async def recommend(
-        self, user_id: str, k: int, exclude_seen: bool, genres: str | None
+        self,
+        user_id: str,
+        k: int,
+        exclude_seen: bool,
+        genres: str | None,
+        features: str | None = None,
     ) -> Served:
         bundle = self.bundle()
-        query = Query(k, exclude_seen, bundle.catalog.parse_genres(genres))
-        digest = keys.params_digest(
-            k=k, exclude_seen=exclude_seen, genres=list(query.genres), v=PAYLOAD_VERSION
-        )
+        codes = self._feature_codes(bundle, features)
+        query = Query(k, exclude_seen, bundle.catalog.parse_genres(genres), codes)
+        params: dict[str, object] = {"k": k, "exclude_seen": exclude_seen}
+        params.update(genres=list(query.genres), v=PAYLOAD_VERSION)
+        if codes is not None:  # only then, so keys without features stay as they were
+            params["features"] = list(codes)
+        digest = keys.params_digest(**params)
         key = keys.recs_key(bundle.name, bundle.version, user_id, digest)
         cached = await self.cache.l1.get(key)
         if cached is not None:
@@ -137,6 +148,10 @@ class Recommender:
         return Served(
             splice(user_id, "miss", computed.payload), computed.strategy, "miss", bundle.version
         )
+
+    def _feature_codes(self, bundle: Bundle, features: str | None) -> tuple[int, ...] | None:
+        codes = feature_codes(bundle, features)
+        return codes if self.feature_queries else None
 
     def _served(self, bundle: Bundle, user_id: str, tier: Tier, payload: bytes) -> Served:
         self.exposure.record(served_item_ids(payload))
@@ -162,14 +177,17 @@ class Recommender:
         )
         return _Computed(payload, ranked.strategy)
 
-    async def explain(self, user_id: str, item_id: str) -> tuple[Bundle, Explanation]:
+    async def explain(
+        self, user_id: str, item_id: str, features: str | None = None
+    ) -> tuple[Bundle, Explanation]:
         bundle = self.bundle()
+        codes = self._feature_codes(bundle, features)
         item = bundle.catalog.index_of.get(item_id)
         if item is None:
             raise UnknownItemError(f"unknown item {item_id[:64]!r} in {bundle.label}")
         history = await self.user_history(bundle, user_id)
         result = await anyio.to_thread.run_sync(
-            explain, bundle, history, item, self.n_full, self.n_content
+            explain, bundle, history, item, self.n_full, self.n_content, codes
         )
         return bundle, result
 
@@ -183,6 +201,16 @@ class Recommender:
         if self.announce is not None:
             await self.announce(user_id)
         return bundle
+
+
+def feature_codes(bundle: Bundle, features: str | None) -> tuple[int, ...] | None:
+    """The request's user features as the bundle's codes; None when none were given or the
+    bundle has no feature-only queries (they are optional hints: a model without them ignores
+    them). Malformed text, unknown names and bad values are InvalidRequestError (422)."""
+    given = parse_features(features)
+    if not given or bundle.features is None:
+        return None
+    return bundle.features.codes(given)
 
 
 _ITEM_ID = re.compile(rb'"item_id":"((?:[^"\\]|\\.)*)"')

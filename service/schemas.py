@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-StrategyName = Literal["sequential", "blend", "content", "popular"]
+StrategyName = Literal["sequential", "blend", "content", "features", "popular"]
 MAX_ITEM_ID_CHARS = 256
 # A user id: no control characters (C0, DEL, C1), no '/', not only spaces. Declared in OpenAPI
 # and checked by both /recommend routes with this one expression.
@@ -124,6 +124,15 @@ class IndexInfo(BaseModel):
     fallback_reason: str | None
 
 
+class UserFeatureInfo(BaseModel):
+    """A user feature the served model's feature-only query reads (`features=name:value`)."""
+
+    name: str
+    kind: Literal["bucket", "category"]
+    edges: list[float]  # bucket: a number's code counts the edges <= it
+    values: list[str]  # category: the accepted values
+
+
 class ServedInfo(BaseModel):
     name: str
     version: int
@@ -135,6 +144,7 @@ class ServedInfo(BaseModel):
     index: IndexInfo
     items: int
     users: int
+    user_features: list[UserFeatureInfo] = []
 
 
 class VersionInfo(BaseModel):

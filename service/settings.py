@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     n_content: int = Field(
         default=0, ge=0, le=10_000
     )  # histories this short get content-only answers
+    # Users with no history who send `features` get the bundle's feature-only query (when it
+    # has one); false = they get popular items, as without features (benchmarks/cold_start.py
+    # tells whether a model's features beat popularity).
+    feature_queries: bool = True
     exposure_window: int = Field(
         default=1000, ge=1, le=1_000_000
     )  # served lists behind online gauges

@@ -178,6 +178,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         n_full=settings.n_full,
         n_content=settings.n_content,
         inline_max_items=settings.inline_compute_max_items,
+        feature_queries=settings.feature_queries,
         announce=invalidations.publish if invalidations is not None else None,
     )
     limiter = EventRateLimit(

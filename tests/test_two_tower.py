@@ -254,3 +254,82 @@ def test_export_bundle_serves_two_tower_with_onnx_parity(
     assert np.abs(query - want_q.numpy()).max() <= 1e-4
     assert np.abs(attention - want_a.numpy()).max() <= 1e-4
     assert meta["parity"]["int8_top10_overlap"] >= 0.9
+
+
+def test_cold_query_is_the_query_of_an_empty_history(data: tuple[Dataset, Split]) -> None:
+    ds, _split = data
+    config = TwoTowerConfig(n_items=ds.n_items, max_len=12, dim=16, hidden=32, dropout=0.0)
+    torch.manual_seed(0)
+    model = TwoTower.from_dataset(config, ds).eval()
+    with torch.no_grad():
+        for emb in model.user_embs:
+            emb.weight.normal_()
+        codes = torch.from_numpy(user_feature_codes(ds)[0][:5])
+        empty = torch.zeros(5, 12, dtype=torch.long)
+        torch.testing.assert_close(model.cold_query(codes), model.encode(empty, codes)[0])
+        unknown = model.cold_query(torch.zeros(5, 3, dtype=torch.long))
+        assert (model.cold_query(codes) - unknown).abs().max() > 1e-3
+
+
+def test_the_cold_loss_adds_a_weighted_term_that_trains_the_feature_embeddings(
+    data: tuple[Dataset, Split],
+) -> None:
+    ds, split = data
+    losses = {}
+    for weight in (0.0, 0.5):
+        config = TwoTowerConfig(
+            n_items=ds.n_items, max_len=20, dim=16, hidden=32, dropout=0.0, cold_weight=weight
+        )
+        torch.manual_seed(0)
+        model = TwoTower.from_dataset(config, ds)
+        task = TwoTowerTask(model, split, TrainConfig(windows=0))
+        torch.manual_seed(1)
+        batch = next(task.batches(64, 1, torch.device("cpu")))
+        loss, _ = task.loss(model, batch)
+        loss.backward()  # type: ignore[no-untyped-call]
+        losses[weight] = float(loss.detach())
+        if weight:  # hidden features (code 0) train the 'unknown' row too
+            assert all(float(e.weight.grad.abs().sum()) > 0 for e in model.user_embs)
+    assert losses[0.5] > losses[0.0]
+
+
+def test_export_tabulates_the_feature_only_query_for_every_code_combination(
+    tmp_path: Path, data: tuple[Dataset, Split]
+) -> None:
+    ds, split = data
+    torch.manual_seed(0)
+    config = TwoTowerConfig(n_items=ds.n_items, max_len=20, dim=16, hidden=32)
+    model = TwoTower.from_dataset(config, ds)
+    with torch.no_grad():
+        for emb in model.user_embs:
+            emb.weight.normal_()
+    bundle = export_bundle(model.eval(), ds, split, tmp_path, {}, kind="two_tower", n_parity=64)
+    spec = json.loads((bundle / "user_features.json").read_text())
+    table = np.load(bundle / "feature_queries.npy", allow_pickle=False)
+    assert [c["name"] for c in spec["columns"]] == ["age", "gender", "occupation"]
+    assert [c["kind"] for c in spec["columns"]] == ["bucket", "category", "category"]
+    assert spec["columns"][1]["values"] == ["F", "M"]
+    cards = [c["codes"] for c in spec["columns"]]
+    assert cards == model.feature_cardinalities()
+    assert table.shape == (math.prod(cards), 16) == (spec["rows"], 16)
+    codes = user_feature_codes(ds)[0]
+    rows = (codes[:, 0] * cards[1] + codes[:, 1]) * cards[2] + codes[:, 2]  # mixed radix
+    with torch.no_grad():
+        want = model.cold_query(torch.from_numpy(codes)).numpy()
+        unknown = model.cold_query(torch.zeros(1, 3, dtype=torch.long)).numpy()
+    np.testing.assert_allclose(table[rows], want, atol=1e-6)
+    np.testing.assert_allclose(table[0], unknown[0], atol=1e-6)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["parity"]["feature_queries"]["rows"] == spec["rows"]
+
+
+def test_a_model_without_user_features_exports_no_feature_queries(
+    tmp_path: Path, data: tuple[Dataset, Split]
+) -> None:
+    ds, split = data
+    torch.manual_seed(0)
+    config = TwoTowerConfig(n_items=ds.n_items, max_len=20, dim=16, hidden=32, user_features=False)
+    model = TwoTower.from_dataset(config, ds).eval()
+    bundle = export_bundle(model, ds, split, tmp_path, {}, kind="two_tower", n_parity=64)
+    assert not (bundle / "user_features.json").exists()
+    assert not (bundle / "feature_queries.npy").exists()

@@ -25,6 +25,7 @@ from training.content import DEFAULT_DIM, content_embeddings
 from training.data.dataset import Dataset
 from training.data.splits import Split
 from training.errors import CineSyncError
+from training.feature_queries import FEATURE_QUERIES, USER_FEATURES, write_feature_queries
 from training.onnx_export import INT8_OPS, export_encoder, quantize_int8
 from training.parity import (
     FP32_TOLERANCE,
@@ -125,7 +126,7 @@ def export_bundle(
     `exporter`: "auto" (dynamo, else torchscript; training.onnx_export) | "dynamo" | "torchscript".
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (files.BUNDLE_JSON, *files.BUNDLE_FILES):
+    for name in (files.BUNDLE_JSON, *files.BUNDLE_FILES, USER_FEATURES, FEATURE_QUERIES):
         (out_dir / name).unlink(missing_ok=True)
     max_len = int(model.config.max_len)
     encoder = copy.deepcopy(model.query_encoder()).to("cpu", torch.float32).eval()
@@ -156,6 +157,9 @@ def export_bundle(
     files.write_embeddings(content, out_dir / files.CONTENT_EMBEDDINGS, dataset.n_items + 1)
     files.write_items(dataset, out_dir / files.ITEMS)
     files.write_histories(dataset, out_dir / files.HISTORIES)
+    feature_queries = write_feature_queries(model, dataset, out_dir)
+    if feature_queries is not None:  # the files describe themselves; parity records the fact
+        parity["feature_queries"] = feature_queries
     model_config = _model_config(model)
     bundle = {
         "model": {

@@ -9,6 +9,8 @@ skipped).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -47,8 +49,14 @@ def item_content_matrix(ds: Dataset) -> np.ndarray:
     return matrix
 
 
-def _codes(column: pd.Series, name: str) -> np.ndarray | None:
-    """int64 codes 1..k (0 = missing) for one feature column, or None if unusable."""
+# {"name", "kind": "bucket", "edges": [...]} or {"name", "kind": "category", "values": [...]}
+FeatureSpec = dict[str, Any]
+
+
+def _codes(column: pd.Series, name: str) -> tuple[np.ndarray, FeatureSpec] | None:
+    """int64 codes 1..k (0 = missing) for one feature column and how values map to them, or
+    None if the column is unusable. Buckets: code = 1 + number of edges <= value; categories:
+    code = 1 + position in the sorted `values`."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         if name.lower() == "age":
@@ -56,27 +64,36 @@ def _codes(column: pd.Series, name: str) -> np.ndarray | None:
         else:
             edges = np.unique(np.nanquantile(values, [0.2, 0.4, 0.6, 0.8]))
         codes = np.searchsorted(edges, values, side="right") + 1
-        return np.where(np.isfinite(values), codes, 0).astype(np.int64)
+        spec: FeatureSpec = {"name": name, "kind": "bucket", "edges": edges.tolist()}
+        return np.where(np.isfinite(values), codes, 0).astype(np.int64), spec
     text = column.astype("string")
     categories = sorted(text.dropna().unique().tolist())
     if not categories or len(categories) > MAX_CATEGORIES:
         return None
     lookup = {c: k + 1 for k, c in enumerate(categories)}
-    return np.asarray([lookup.get(v, 0) if v is not pd.NA else 0 for v in text], dtype=np.int64)
+    codes = np.asarray([lookup.get(v, 0) if v is not pd.NA else 0 for v in text], dtype=np.int64)
+    return codes, {"name": name, "kind": "category", "values": [str(c) for c in categories]}
+
+
+def user_feature_specs(ds: Dataset) -> tuple[np.ndarray, list[FeatureSpec]]:
+    """(codes int64 [n_users, F], one spec per usable column of `ds.user_features`)."""
+    frame = ds.user_features
+    columns: list[np.ndarray] = []
+    specs: list[FeatureSpec] = []
+    if frame is not None:
+        for name in frame.columns:
+            found = _codes(frame[name], str(name))
+            if found is not None:
+                columns.append(found[0])
+                specs.append(found[1])
+    if not columns:
+        return np.zeros((ds.n_users, 0), dtype=np.int64), []
+    return np.stack(columns, axis=1), specs
 
 
 def user_feature_codes(ds: Dataset) -> tuple[np.ndarray, list[int], list[str]]:
     """(codes int64 [n_users, F], cardinality per column (codes 0..card-1), column names)."""
-    frame = ds.user_features
-    columns: list[np.ndarray] = []
-    names: list[str] = []
-    if frame is not None:
-        for name in frame.columns:
-            codes = _codes(frame[name], str(name))
-            if codes is not None:
-                columns.append(codes)
-                names.append(str(name))
-    if not columns:
-        return np.zeros((ds.n_users, 0), dtype=np.int64), [], []
-    codes = np.stack(columns, axis=1)
-    return codes, [int(c.max()) + 1 for c in columns], names
+    codes, specs = user_feature_specs(ds)
+    if not specs:
+        return codes, [], []
+    return codes, [int(c.max()) + 1 for c in codes.T], [str(s["name"]) for s in specs]

@@ -26,6 +26,8 @@ from training.negatives import hard_count, in_batch_softmax, log_q, mine_hard_ne
 from training.sequences import left_pad, training_windows
 from training.tasks import Batch, WindowTask, item_counts
 
+COLD_TARGETS = 8
+
 
 def window_users(sequences: Sequence[np.ndarray], max_len: int, windows: int) -> np.ndarray:
     """The user of each row of `training_windows(sequences, max_len, windows)`, int64 [S]."""
@@ -123,6 +125,17 @@ class TwoTowerTask(WindowTask):
             hard,
             self.mc.label_smoothing,
         )
+        features = batch.get("features")
+        if features is not None and self.mc.cold_weight > 0:
+            # the feature-only query (no history) predicts items of the window: COLD_TARGETS
+            # random positions per row on average (all of them cost as much again as the loss)
+            share = COLD_TARGETS / targets.shape[1]
+            keep = torch.rand(targets.shape, device=targets.device) < share
+            cold = net.cold_query(features)[:, None, :].expand_as(queries)
+            loss = loss + self.mc.cold_weight * in_batch_softmax(
+                cold, targets * keep, net.item_vectors, self.log_q, self.mc.temperature, None,
+                self.mc.label_smoothing,
+            )  # fmt: skip
         return loss, int(mask.sum())
 
     def state_dict(self) -> dict[str, Any]:

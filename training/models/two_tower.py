@@ -8,6 +8,9 @@ User tower: the history's item-tower outputs (before normalisation) pooled by an
 "last" (the most recent item), concatenated -> MLP -> query. User features (age bucket, gender,
 occupation ...) are embeddings added to the MLP's hidden layer; code 0 = unknown, which is what
 the serving graph (history only) uses, so training hides them at random (`feature_dropout`).
+A user with no history gets `cold_query(features)`: the same head over an empty pooling, trained
+(`cold_weight`) to predict the items of the user's training window from the features alone; the
+export tabulates it for every feature combination (training/feature_queries.py).
 Distances are counted from the most recent item, so left padding never changes the query.
 The objective lives in training/two_tower_task.py.
 """
@@ -38,6 +41,7 @@ class TwoTowerConfig:
     item_features: bool = True  # content features in the item tower
     user_features: bool = True  # user feature embeddings in the user tower (training only)
     feature_dropout: float = 0.5  # chance a training row's user features are hidden
+    cold_weight: float = 0.1  # weight of the feature-only (empty history) query's loss; 0 = off
     temperature: float = 0.05  # softmax temperature over cosine scores
     logq: bool = True  # subtract log(sampling probability) from in-batch negatives' logits
     label_smoothing: float = 0.0
@@ -60,6 +64,7 @@ class TwoTowerConfig:
             ),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0.0 <= self.feature_dropout <= 1.0, "feature_dropout must be in [0, 1]"),
+            (self.cold_weight >= 0.0, "cold_weight must be >= 0"),
             (self.temperature > 0.0, "temperature must be > 0"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (0.0 <= self.hard_ratio < 1.0, "hard_ratio must be in [0, 1)"),
@@ -190,6 +195,17 @@ class TwoTower(nn.Module):
         query = self._head(pooled, features)[:, 0, :]
         weights = weights[:, 0, :] * (history != 0).to(weights.dtype)
         return query, weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def cold_query(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature-only query of a user with no history: features int64 (B, F) -> (B, D). The
+        pooled history is zero, exactly what `encode` pools from an all-padding history."""
+        width = self.fc1.in_features
+        pooled = torch.zeros(len(features), 1, width, device=features.device)
+        return self._head(pooled, features)[:, 0, :]
+
+    def feature_cardinalities(self) -> list[int]:
+        """Codes per user feature the model knows (0 = unknown included)."""
+        return [int(emb.num_embeddings) for emb in cast(list[nn.Embedding], self.user_embs)]
 
     def query(self, history: torch.Tensor) -> torch.Tensor:
         return self.encode(history)[0]
