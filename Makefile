@@ -6,7 +6,7 @@ PORT   ?= 8000
 DATA_DIR ?= $(if $(CINESYNC_DATA_DIR),$(CINESYNC_DATA_DIR),$(abspath ../shared/data))
 export CINESYNC_DATA_DIR := $(DATA_DIR)
 
-.PHONY: help install demo serve test test-slow lint typecheck check bench bench-baselines bench-quality bench-serving bench-encoder loadtest clean
+.PHONY: help install demo serve test test-slow lint typecheck check bench bench-baselines bench-quality bench-serving bench-encoder bench-cold-start loadtest clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -50,8 +50,11 @@ bench-baselines: install ## pop, ItemKNN, EASE on both MovieLens sets -> benchma
 bench-quality: install ## every model on both MovieLens sets, ablations -> benchmarks/results/quality.*
 	$(BIN)/python -m benchmarks.quality
 
+bench-cold-start: install ## feature-only queries vs popularity for held-out ml-100k users
+	$(BIN)/python -m benchmarks.cold_start
+
 bench-serving: install ## serving latency/throughput against a hello-world baseline
-	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.serving --floor
 
 bench-encoder: install ## encoder latency: torch eager vs ONNX FP32 vs ONNX INT8
 	$(BIN)/python -m benchmarks.encoder

@@ -84,6 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablation", action="store_true", help="also run the ablation arms")
     p.add_argument("--ablation-seeds", default=None, help="default: --seeds")
     p.add_argument("--ablation-dataset", default="ml-100k")
+    p.add_argument(
+        "--ablation-only",
+        action="store_true",
+        help="train and report only the ablation arms (no models table, RecBole or plots)",
+    )
     p.add_argument("--reuse", type=Path, default=None, help="read runs from DIR; train nothing")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/quality"))
     p.add_argument(
@@ -93,6 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--baselines", type=Path, default=RESULTS / "baselines.json")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument(
+        "--name", default="quality", help="output files NAME.md and NAME.json (and plots)"
+    )
     p.add_argument(
         "--notes",
         type=Path,
@@ -104,6 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.ablation_only:
+        args.ablation, args.datasets, args.models = True, "", ""
     datasets = [d for d in args.datasets.split(",") if d]
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -136,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         else {}
     )
     baselines: dict[str, Any] = (
-        json.loads(args.baselines.read_text()) if args.baselines.is_file() else {}
+        json.loads(args.baselines.read_text())
+        if args.baselines.is_file() and not args.ablation_only
+        else {}
     )
     command = "CINESYNC_DATA_DIR=../shared/data python -m benchmarks.quality " + " ".join(
         argv if argv is not None else sys.argv[1:]
@@ -150,9 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = build(main_runs, abl_runs, arms, baselines, meta)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "quality.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (args.out_dir / "quality.md").write_text(render(report) + "\n")
-    plot_curves(main_runs, args.out_dir / "quality_curves.png")
+    (args.out_dir / f"{args.name}.json").write_text(
+        json.dumps(report, indent=2, default=str) + "\n"
+    )
+    markdown = render(report, args.name, not args.ablation_only)
+    (args.out_dir / f"{args.name}.md").write_text(markdown + "\n")
+    print(f"wrote {args.out_dir / f'{args.name}.md'}")
+    if args.ablation_only:
+        return 0
+    plot_curves(main_runs, args.out_dir / f"{args.name}_curves.png")
     points = [
         {
             "dataset": d,
@@ -164,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for d, rows in report["table"].items()
         for r in rows
     ]
-    plot_accuracy_coverage(points, args.out_dir / "quality_accuracy_coverage.png")
-    print(f"wrote {args.out_dir / 'quality.md'}")
+    plot_accuracy_coverage(points, args.out_dir / f"{args.name}_accuracy_coverage.png")
     return 0
 
 

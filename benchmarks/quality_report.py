@@ -138,17 +138,8 @@ def _verdict(met: bool, n: int) -> str:
     return "yes" if n != 1 else "yes on 1 seed only (does not count)"
 
 
-def render(report: dict[str, Any]) -> str:
+def _render_main(report: dict[str, Any]) -> list[str]:
     out = [
-        "# CineSync model quality",
-        "",
-        f"Protocol: {report['protocol']}",
-        "",
-        f"Machine: {report['machine']}",
-        "",
-        f"Regenerate: `{report['command']}`",
-        "",
-        *report.get("notes", []),
         "",
         "## Models × datasets (test split; mean ± sample std over seeds)",
         "",
@@ -209,6 +200,25 @@ def render(report: dict[str, Any]) -> str:
             f"{t['seconds_to_best_valid']:.0f} | {t['epochs']} | {t['wall_seconds']:.0f} | "
             f"{'yes' if t['target_met'] else 'no'} |"
         )
+    return out
+
+
+def render(report: dict[str, Any], name: str = "quality", main: bool = True) -> str:
+    """The report as Markdown; `main=False` renders only the header and the ablation (an
+    ablation-only report has no models table, RecBole comparison or plots)."""
+    out = [
+        "# CineSync model quality",
+        "",
+        f"Protocol: {report['protocol']}",
+        "",
+        f"Machine: {report['machine']}",
+        "",
+        f"Regenerate: `{report['command']}`",
+        "",
+        *report.get("notes", []),
+    ]
+    if main:
+        out += _render_main(report)
     for dataset, rows in report["ablation"].items():
         out += [
             "",
@@ -227,13 +237,14 @@ def render(report: dict[str, Any]) -> str:
                 f"{_pct(r['rel_valid_ndcg'], p)} | {_pm(r['seconds_per_epoch'], 1, n=n)} | "
                 f"{_pct((r['rel_seconds_per_epoch'], 0.0), 1)} | {_pm(r['epochs'], 0, n=n)} |"
             )
-    out += [
-        "",
-        "## Plots",
-        "",
-        "![validation NDCG@10 per epoch](quality_curves.png)",
-        "",
-        "![accuracy vs coverage](quality_accuracy_coverage.png)",
-        "",
-    ]
+    if main:  # an ablation-only report has no main-table plots
+        out += [
+            "",
+            "## Plots",
+            "",
+            f"![validation NDCG@10 per epoch]({name}_curves.png)",
+            "",
+            f"![accuracy vs coverage]({name}_accuracy_coverage.png)",
+            "",
+        ]
     return "\n".join(out)

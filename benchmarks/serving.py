@@ -39,6 +39,7 @@ from model_store.store import ModelStore
 RESULTS = Path(__file__).with_name("results")
 HOST = "127.0.0.1"
 N_FULL = 10  # the service's default: histories this long get the sequential model
+FLOOR_SCENARIOS = {"miss_const_encoder": "constant_encoder", "miss_no_scoring": "no_scoring"}
 
 
 def tier(name: str) -> re.Pattern[bytes]:
@@ -183,6 +184,12 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             ("l2_hit", "service.main:create_app", {"CINESYNC_CACHE__L1_SIZE": "0"}, hot, hot,
              tier("l2"), None),
         ]  # fmt: skip
+        if args.floor:  # the miss with part of its work replaced by a constant
+            scenarios += [
+                (name, f"benchmarks.serving_floor:{factory}", {}, [], fresh[:n_open],
+                 SEQUENTIAL_MISS, fresh[n_open:])
+                for name, factory in FLOOR_SCENARIOS.items()
+            ]  # fmt: skip
         # every repeat restarts each server with empty caches, scenarios interleaved so that
         # a noisy neighbour spreads over all of them
         for repeat in range(args.repeats):
@@ -256,7 +263,7 @@ def median_of(figures: list[dict[str, Any]]) -> dict[str, Any]:
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     hello = results["hello"]
     out: dict[str, Any] = {}
-    for name in ("l1_hit", "l2_hit", "miss"):
+    for name in ("l1_hit", "l2_hit", "miss", *[n for n in FLOOR_SCENARIOS if n in results]):
         r = results[name]
         out[name] = {
             "p50_x_hello": round(r["open"]["p50_ms"] / hello["open"]["p50_ms"], 2),
@@ -297,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="CINESYNC_NAME=VALUE",
         help="a service setting for every CineSync server (repeatable)",
+    )
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the miss with a constant encoder answer and with no scoring at all "
+        "(benchmarks/serving_floor.py)",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)

@@ -38,7 +38,8 @@ def describe_machine() -> dict[str, Any]:
 
 
 LABELS = {"hello": "hello-world", "l1_hit": "L1 hit", "l2_hit": "L2 hit",
-          "miss": "personalised miss"}  # fmt: skip
+          "miss": "personalised miss", "miss_const_encoder": "miss, constant encoder answer",
+          "miss_no_scoring": "miss, no scoring (floor)"}  # fmt: skip
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -67,6 +68,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, label in LABELS.items():
+        if name not in report["scenarios"]:
+            continue
         r = report["scenarios"][name]
         ratio = ratios.get(name, {"p50_x_hello": 1.0, "p99_x_hello": 1.0,
                                   "throughput_x_hello": 1.0})  # fmt: skip

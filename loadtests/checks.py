@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-STRATEGIES = {"sequential", "blend", "content", "popular"}
+STRATEGIES = {"sequential", "blend", "content", "features", "popular"}
 CACHE_TIERS = {"l1", "l2", "miss"}
 
 
