@@ -17,6 +17,9 @@ URLS = [
     "/recommend/1?k=0", "/recommend/1?k=101", "/recommend/1?k=%D9%A1", "/recommend/1?k=%C2%B2",
     "/recommend/1?exclude_seen=", "/recommend/1?genres=Nope", "/recommend/%00",
     "/recommend/" + "a" * 129, "/recommend/%20",
+    "/recommend/new-user?features=age:25,taste:Horror", "/recommend/new-user?features=age",
+    "/recommend/new-user?features=", "/recommend/new-user?features=a:1,a:2",
+    "/recommend/new-user?features=%20", "/recommend/1?features=" + "a:1," * 200 + "b:2",
 ]  # fmt: skip
 
 

@@ -210,3 +210,17 @@ async def test_feature_queries_can_be_switched_off(two_tower_store: Path) -> Non
         assert body["strategy"] == "popular"
         bad = await client.get("/recommend/newcomer", params={"features": "taste:Cooking"})
         assert bad.status_code == 422  # still validated against the model
+
+
+async def test_both_routes_answer_feature_requests_alike(two_tower_store: Path) -> None:
+    urls = ["/recommend/n?features=taste:Horror", "/recommend/n?k=3&features=age:61,taste:War",
+            "/recommend/n?features=taste:Cooking", "/recommend/n?features=height:2"]  # fmt: skip
+    answers = {}
+    for fast in (True, False):
+        settings = make_settings(two_tower_store, fast_path=fast)
+        async with running_app(settings) as client:
+            answers[fast] = [
+                (r.status_code, r.content) for u in urls for r in [await client.get(u)]
+            ]
+    assert answers[True] == answers[False]
+    assert [status for status, _ in answers[True]] == [200, 200, 422, 422]
