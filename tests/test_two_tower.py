@@ -56,6 +56,17 @@ def tiny(**overrides: object) -> TwoTower:
     return TwoTower(dataclasses.replace(config, **overrides)).eval()  # type: ignore[arg-type]
 
 
+def featured(ds: Dataset, **overrides: object) -> TwoTower:
+    """A small two-tower over `ds` with distinct, non-trivial embeddings per user-feature code."""
+    torch.manual_seed(0)
+    base = TwoTowerConfig(n_items=ds.n_items, max_len=20, dim=16, hidden=32, dropout=0.0)
+    model = TwoTower.from_dataset(dataclasses.replace(base, **overrides), ds).eval()  # type: ignore[arg-type]
+    with torch.no_grad():
+        for emb in model.user_embs:
+            emb.weight.normal_()
+    return model
+
+
 def histories() -> torch.Tensor:
     return torch.tensor([[0, 0, 0, 0, 3, 7, 9, 2, 11, 4], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
 
@@ -258,12 +269,8 @@ def test_export_bundle_serves_two_tower_with_onnx_parity(
 
 def test_cold_query_is_the_query_of_an_empty_history(data: tuple[Dataset, Split]) -> None:
     ds, _split = data
-    config = TwoTowerConfig(n_items=ds.n_items, max_len=12, dim=16, hidden=32, dropout=0.0)
-    torch.manual_seed(0)
-    model = TwoTower.from_dataset(config, ds).eval()
+    model = featured(ds, max_len=12)
     with torch.no_grad():
-        for emb in model.user_embs:
-            emb.weight.normal_()
         codes = torch.from_numpy(user_feature_codes(ds)[0][:5])
         empty = torch.zeros(5, 12, dtype=torch.long)
         torch.testing.assert_close(model.cold_query(codes), model.encode(empty, codes)[0])
@@ -297,13 +304,8 @@ def test_export_tabulates_the_feature_only_query_for_every_code_combination(
     tmp_path: Path, data: tuple[Dataset, Split]
 ) -> None:
     ds, split = data
-    torch.manual_seed(0)
-    config = TwoTowerConfig(n_items=ds.n_items, max_len=20, dim=16, hidden=32)
-    model = TwoTower.from_dataset(config, ds)
-    with torch.no_grad():
-        for emb in model.user_embs:
-            emb.weight.normal_()
-    bundle = export_bundle(model.eval(), ds, split, tmp_path, {}, kind="two_tower", n_parity=64)
+    model = featured(ds)
+    bundle = export_bundle(model, ds, split, tmp_path, {}, kind="two_tower", n_parity=64)
     spec = json.loads((bundle / "user_features.json").read_text())
     table = np.load(bundle / "feature_queries.npy", allow_pickle=False)
     assert [c["name"] for c in spec["columns"]] == ["age", "gender", "occupation"]
