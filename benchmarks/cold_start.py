@@ -76,12 +76,10 @@ def score_lists(lists: dict[str, list[np.ndarray]], sequences: list[np.ndarray])
 
 
 def one_seed(dataset: str, config: Path, seed: int, share: float, scratch: Path) -> dict[str, Any]:
-    import torch
-
     from training.config import build_model_config, load_config
     from training.data import leave_one_out, load_dataset
     from training.export import export_bundle
-    from training.feature_queries import FEATURE_QUERIES, USER_FEATURES
+    from training.feature_queries import FEATURE_QUERIES, USER_FEATURES, feature_rows
     from training.features import user_feature_specs
     from training.models.two_tower import TwoTower, TwoTowerConfig
     from training.tiny_bundle import with_taste_features
@@ -114,17 +112,13 @@ def one_seed(dataset: str, config: Path, seed: int, share: float, scratch: Path)
     cards = [int(c["codes"]) for c in spec["columns"]]
     popular = top10(np.bincount(warm.items, minlength=ds.n_items + 1).astype(np.float64))
     unknown = top10(items @ table[0])
-    lists: dict[str, list[np.ndarray]] = {"features": [], "unknown": [], "popular": []}
-    sequences = []
-    with torch.no_grad():
-        for user in cold.tolist():
-            row = 0
-            for code, card in zip(codes[user].tolist(), cards, strict=True):
-                row = row * card + (code if code < card else 0)
-            lists["features"].append(top10(items @ table[row]))
-            lists["unknown"].append(unknown)
-            lists["popular"].append(popular)
-            sequences.append(ds.sequence(user))
+    rows = feature_rows(codes[cold], cards)
+    lists: dict[str, list[np.ndarray]] = {
+        "features": [top10(items @ table[row]) for row in rows.tolist()],
+        "unknown": [unknown] * len(cold),
+        "popular": [popular] * len(cold),
+    }
+    sequences = [ds.sequence(user) for user in cold.tolist()]
     return {
         "seed": seed, "cold_users": len(cold), "train_seconds": round(seconds, 1),
         "epochs": result.epochs_run,

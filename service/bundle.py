@@ -108,7 +108,7 @@ def _npy(verified: VerifiedBundle, filename: str) -> np.ndarray:
 
 def _matrix(verified: VerifiedBundle, filename: str, rows: int, dim: int | None) -> np.ndarray:
     array = _npy(verified, filename)
-    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 2:
+    if array.dtype != np.float32 or array.ndim != 2:
         raise BundleLoadError(
             f"{filename}: expected a float32 matrix, got {array.dtype} with {array.ndim} dimensions"
         )

@@ -62,8 +62,7 @@ def explain(
 ) -> Explanation:
     """Explain internal `item` for a user with `history` (internal ids, chronological) and, for
     a user without one, the feature codes the request gave (bundle.features)."""
-    has_features = features is not None and bundle.features is not None
-    strategy = choose_strategy(len(history), n_full, n_content, has_features)
+    strategy = choose_strategy(len(history), n_full, n_content, features is not None)
     scorer = Scorer(bundle, history, strategy, n_full, features)
     score = float(scorer.score(np.asarray([item], dtype=np.int64))[0])
     because: list[tuple[int, float]] = []

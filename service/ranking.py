@@ -160,8 +160,7 @@ def _exact(scorer: Scorer, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.
 
 def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_content: int) -> Ranked:
     """Top `query.k` items for a user with `history` (internal ids, chronological)."""
-    has_features = query.features is not None and bundle.features is not None
-    strategy = choose_strategy(len(history), n_full, n_content, has_features)
+    strategy = choose_strategy(len(history), n_full, n_content, query.features is not None)
     scorer = Scorer(bundle, history, strategy, n_full, query.features)
     n = bundle.n_items
     k = min(query.k, n)

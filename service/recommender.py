@@ -124,11 +124,11 @@ class Recommender:
         bundle = self.bundle()
         codes = self._feature_codes(bundle, features)
         query = Query(k, exclude_seen, bundle.catalog.parse_genres(genres), codes)
-        params: dict[str, object] = {"k": k, "exclude_seen": exclude_seen}
-        params.update(genres=list(query.genres), v=PAYLOAD_VERSION)
-        if codes is not None:  # only then, so keys without features stay as they were
-            params["features"] = list(codes)
-        digest = keys.params_digest(**params)
+        # feature codes join the key only when used, so keys without them stay as they were
+        extra = {} if codes is None else {"features": list(codes)}
+        digest = keys.params_digest(
+            k=k, exclude_seen=exclude_seen, genres=list(query.genres), v=PAYLOAD_VERSION, **extra
+        )
         key = keys.recs_key(bundle.name, bundle.version, user_id, digest)
         cached = await self.cache.l1.get(key)
         if cached is not None:
@@ -150,7 +150,14 @@ class Recommender:
         )
 
     def _feature_codes(self, bundle: Bundle, features: str | None) -> tuple[int, ...] | None:
-        codes = feature_codes(bundle, features)
+        """The request's user features as the bundle's codes, or None: none given, a bundle
+        without feature-only queries (features are optional hints a model may ignore), or the
+        strategy switched off. Malformed text, unknown names and bad values are always
+        InvalidRequestError (422), whatever the bundle."""
+        given = parse_features(features)
+        if not given or bundle.features is None:
+            return None
+        codes = bundle.features.codes(given)
         return codes if self.feature_queries else None
 
     def _served(self, bundle: Bundle, user_id: str, tier: Tier, payload: bytes) -> Served:
@@ -201,16 +208,6 @@ class Recommender:
         if self.announce is not None:
             await self.announce(user_id)
         return bundle
-
-
-def feature_codes(bundle: Bundle, features: str | None) -> tuple[int, ...] | None:
-    """The request's user features as the bundle's codes; None when none were given or the
-    bundle has no feature-only queries (they are optional hints: a model without them ignores
-    them). Malformed text, unknown names and bad values are InvalidRequestError (422)."""
-    given = parse_features(features)
-    if not given or bundle.features is None:
-        return None
-    return bundle.features.codes(given)
 
 
 _ITEM_ID = re.compile(rb'"item_id":"((?:[^"\\]|\\.)*)"')

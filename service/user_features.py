@@ -47,12 +47,13 @@ class FeatureColumn:
                 raise InvalidRequestError(f"feature {self.name!r} takes a number, got {raw!r}")
             code = 1 + bisect.bisect_right(self.edges, number)
         else:
-            if raw not in self.values:
+            try:
+                code = 1 + self.values.index(raw)
+            except ValueError:
                 shown = ", ".join(self.values[:32])
                 raise InvalidRequestError(
                     f"unknown value {raw[:64]!r} for feature {self.name!r} (one of: {shown})"
-                )
-            code = 1 + self.values.index(raw)
+                ) from None
         return code if code < self.codes else 0
 
 
@@ -70,7 +71,6 @@ class FeatureQueries:
         if not np.isfinite(table).all():
             raise BundleLoadError(f"{FEATURE_QUERIES}: non-finite values")
         self.table = table
-        self._by_name = {c.name: i for i, c in enumerate(self.columns)}
 
     @property
     def names(self) -> list[str]:
@@ -78,7 +78,7 @@ class FeatureQueries:
 
     def codes(self, features: dict[str, str]) -> tuple[int, ...]:
         """Codes of every column (0 where `features` leaves it out)."""
-        unknown = sorted(set(features) - set(self._by_name))
+        unknown = sorted(set(features) - set(self.names))
         if unknown:
             raise InvalidRequestError(
                 f"unknown feature {unknown[0][:64]!r}; this model reads: {', '.join(self.names)}"

@@ -17,6 +17,7 @@ import torch
 from training.config import TrainConfig
 from training.data import Dataset, Split, leave_one_out, load_dataset
 from training.export import export_bundle
+from training.feature_queries import all_codes, feature_rows
 from training.features import user_feature_codes
 from training.models.two_tower import TwoTower, TwoTowerConfig
 from training.negatives import in_batch_softmax, log_q, mine_hard_negatives
@@ -320,6 +321,11 @@ def test_export_tabulates_the_feature_only_query_for_every_code_combination(
         want = model.cold_query(torch.from_numpy(codes)).numpy()
         unknown = model.cold_query(torch.zeros(1, 3, dtype=torch.long)).numpy()
     np.testing.assert_allclose(table[rows], want, atol=1e-6)
+    assert np.array_equal(feature_rows(codes, cards), rows)
+    assert np.array_equal(feature_rows(all_codes(cards), cards), np.arange(spec["rows"]))
+    unseen = codes[:1].copy()
+    unseen[0, 2] = cards[2]  # an occupation code the model never saw counts as unknown (0)
+    assert feature_rows(unseen, cards)[0] == rows[0] - codes[0, 2]
     np.testing.assert_allclose(table[0], unknown[0], atol=1e-6)
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["parity"]["feature_queries"]["rows"] == spec["rows"]

@@ -42,6 +42,16 @@ def all_codes(cards: list[int]) -> np.ndarray:
     return np.stack([g.reshape(-1) for g in grids], axis=1)
 
 
+def feature_rows(codes: np.ndarray, cards: list[int]) -> np.ndarray:
+    """Table rows of user feature codes int64 [U, F] (a code the model never saw counts as 0,
+    unknown, as the service maps it): the mixed-radix inverse of `all_codes`."""
+    rows = np.zeros(len(codes), dtype=np.int64)
+    for column, card in enumerate(cards):
+        code = codes[:, column]
+        rows = rows * card + np.where(code < card, code, 0)
+    return rows
+
+
 def write_feature_queries(model: Any, dataset: Dataset, out_dir: Path) -> dict[str, Any] | None:
     """Write both files when `model` has a feature-only query and user features; return what
     bundle.json records about them (None: nothing written, and why is logged by the caller)."""
