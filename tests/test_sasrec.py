@@ -139,6 +139,8 @@ def test_config_rejects_bad_values() -> None:
         SASRecConfig(n_items=5, pos="sinusoid")
     with pytest.raises(ValueError, match="loss must be one of"):
         SASRecConfig(n_items=5, loss="bpr")
+    with pytest.raises(ValueError, match="exclude_seen needs the full softmax"):
+        SASRecConfig(n_items=5, loss="sampled", exclude_seen=True)
 
 
 def test_label_smoothing_changes_the_loss() -> None:
@@ -169,6 +171,62 @@ def test_chunked_cross_entropy_matches_the_materialised_one(smoothing: float) ->
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want)
     assert torch.equal(grads[1][0], torch.zeros(8))  # padding row gets no gradient
+
+
+def seen_oracle(
+    hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Row by row: CE over the columns left after padding and the row's seen items (its target
+    always kept), label smoothing spread over those columns."""
+    losses = []
+    for h, t, row_seen in zip(hidden, targets.tolist(), seen.tolist(), strict=True):
+        kept = [c for c in range(1, items.shape[0]) if c == t or c not in row_seen]
+        logp = (items[kept] @ h).log_softmax(dim=0)
+        losses.append(-(1 - eps) * logp[kept.index(t)] - eps * logp.mean())
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("grad", [True, False])
+def test_cross_entropy_without_seen_items_matches_a_row_by_row_oracle(
+    smoothing: float, grad: bool
+) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(70, 8, requires_grad=True)
+    items = torch.randn(N_ITEMS + 1, 8, requires_grad=True)
+    targets = torch.randint(1, N_ITEMS + 1, (70,))
+    seen = torch.randint(0, N_ITEMS + 1, (70, 6))
+    seen[:5, 0] = targets[:5]  # a repeat: the target itself stays a class
+    want = seen_oracle(hidden, items, targets, seen, smoothing)
+    with torch.set_grad_enabled(grad):  # False: the materialised (evaluation, GPU) form
+        got = FullSoftmaxLoss(smoothing, chunk=16)(hidden, items, targets, seen)
+    torch.testing.assert_close(got, want.detach() if not grad else want)
+    if grad:
+        grads = torch.autograd.grad(got, (hidden, items))
+        expected = torch.autograd.grad(want, (hidden, items))
+        for g, w in zip(grads, expected, strict=True):
+            torch.testing.assert_close(g, w)
+        assert torch.equal(grads[1][0], torch.zeros(8))  # padding row gets no gradient
+
+
+def test_removing_seen_items_raises_the_targets_probability() -> None:
+    torch.manual_seed(0)
+    hidden, items = torch.randn(20, 8), torch.randn(N_ITEMS + 1, 8)
+    targets = torch.randint(1, N_ITEMS + 1, (20,))
+    seen = torch.randint(0, N_ITEMS + 1, (20, 10))
+    plain = FullSoftmaxLoss(0.0)(hidden, items, targets)
+    assert float(FullSoftmaxLoss(0.0)(hidden, items, targets, seen)) < float(plain)
+
+
+def test_sampled_softmax_refuses_seen_items() -> None:
+    loss_fn = build_loss("sampled", 0.0, n_negatives=4, item_counts=np.ones(N_ITEMS + 1))
+    with pytest.raises(ValueError, match="does not remove seen items"):
+        loss_fn(
+            torch.randn(3, 8),
+            torch.randn(N_ITEMS + 1, 8),
+            torch.ones(3, dtype=torch.long),
+            torch.zeros(3, 2, dtype=torch.long),
+        )
 
 
 @pytest.mark.parametrize("negatives", ["uniform", "popularity"])

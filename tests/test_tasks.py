@@ -20,7 +20,7 @@ from training.models import MODELS, spec_for
 from training.models.bert4rec import BERT4Rec, BERT4RecConfig
 from training.models.sasrec import SASRec, SASRecConfig
 from training.sequences import training_windows
-from training.tasks import ClozeTask, NextItemTask, cloze_mask, item_windows
+from training.tasks import ClozeTask, NextItemTask, cloze_mask, item_windows, seen_so_far
 from training.train import seed_everything, train
 from training.two_tower_task import window_users
 
@@ -51,6 +51,35 @@ def test_next_item_task_scores_every_non_padding_position(split: Split) -> None:
     )
     torch.testing.assert_close(loss, want)
     assert count == int(mask.sum())
+
+
+def test_seen_so_far_holds_each_positions_items_up_to_itself() -> None:
+    inputs = torch.tensor([[0, 0, 3, 5, 7]])
+    seen = seen_so_far(inputs)[0]
+    with_earlier = seen_so_far(inputs, torch.tensor([[0, 1, 2]]))[0]
+    for t in range(5):
+        assert set(seen[t].tolist()) - {0} == set(inputs[0, : t + 1].tolist()) - {0}
+        assert seen[t, t + 1 :].eq(0).all()
+        assert set(with_earlier[t].tolist()) - {0} == set(seen[t].tolist()) - {0} | {1, 2}
+
+
+def test_next_item_task_with_exclude_seen_removes_each_positions_history(split: Split) -> None:
+    torch.manual_seed(0)
+    config = SASRecConfig(
+        n_items=split.dataset.n_items, max_len=20, dim=16, dropout=0.0, exclude_seen=True
+    )
+    model = SASRec(config)
+    task = NextItemTask(model, split, TrainConfig(windows=0))
+    batch = next(task.batches(64, 1, torch.device("cpu")))
+    loss, _ = task.loss(model, batch)
+    inputs, targets = batch["inputs"], batch["targets"]
+    mask = targets != 0
+    hidden, items = model(inputs)[mask], model.item_embeddings()
+    # windows of 20: some rows have items before their window, and those count as seen
+    assert batch["earlier"].ne(0).any()
+    seen = seen_so_far(inputs, batch["earlier"])[mask]
+    torch.testing.assert_close(loss, FullSoftmaxLoss()(hidden, items, targets[mask], seen))
+    assert float(loss.detach()) < float(FullSoftmaxLoss()(hidden, items, targets[mask]).detach())
 
 
 def test_item_windows_are_newest_first_non_overlapping_and_skip_single_items() -> None:

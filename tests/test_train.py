@@ -153,6 +153,24 @@ def test_training_windows_are_left_padded_with_shifted_targets() -> None:
     assert y.tolist() == [[2, 3], [0, 5]]
 
 
+def test_training_windows_keep_the_items_before_each_window_on_request() -> None:
+    seqs = [np.arange(1, 8), np.array([4, 5]), np.array([9])]
+    w = training_windows(seqs, max_len=4, windows=0, earlier=True)
+    assert w.earlier is not None
+    assert w.earlier.tolist() == [[1, 2], [0, 0], [0, 0]]  # rows: 3..6 | 1..2 | 4 (of [4, 5])
+    w = training_windows([np.arange(1, 12)], max_len=4, windows=0, earlier=True)
+    # windows newest first: inputs 7..10, 3..6, 1..2; before them 1..6, 1..2, nothing
+    assert w.inputs.tolist() == [[7, 8, 9, 10], [3, 4, 5, 6], [0, 0, 1, 2]]
+    assert w.earlier_items(torch.tensor([0, 1, 2])).tolist() == [
+        [1, 2, 3, 4, 5, 6],
+        [0, 0, 0, 0, 1, 2],
+        [0, 0, 0, 0, 0, 0],
+    ]
+    assert w.earlier_items(torch.tensor([1])).tolist() == [[1, 2]]  # padding columns dropped
+    assert w.earlier_items(torch.tensor([2])).tolist() == [[0]]
+    assert training_windows([np.arange(1, 12)], max_len=4).earlier is None
+
+
 def test_length_sorted_batches_cover_every_row_once() -> None:
     w = training_windows([np.arange(1, n + 3) for n in range(40)], max_len=10, windows=0)
     torch.manual_seed(0)

@@ -1,7 +1,9 @@
 """Next-item objectives over hidden states and the shared item embedding table.
 
 Every loss takes `hidden` (N, D) for the N non-padding positions of a batch, the item table
-(n_items + 1, D) whose row 0 is padding, and `targets` (N,) in 1..n_items.
+(n_items + 1, D) whose row 0 is padding, and `targets` (N,) in 1..n_items. The full softmax also
+takes `seen` (N, W), the items each position has already seen (0 = none): they are removed from
+that position's softmax, as evaluation and serving remove them from the ranking.
 """
 
 from __future__ import annotations
@@ -15,8 +17,35 @@ import torch.nn.functional as F
 
 class SequenceLoss(Protocol):
     def __call__(
-        self, hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
+
+
+def seen_mask(seen: torch.Tensor, targets: torch.Tensor, n_columns: int) -> torch.Tensor:
+    """(N, n_columns) True where a column leaves the softmax: padding (column 0) and every item
+    in the row's `seen` (N, W), except the row's own target (a repeat stays learnable)."""
+    mask = torch.zeros(seen.shape[0], n_columns, dtype=torch.bool, device=seen.device)
+    mask.scatter_(1, seen, True)
+    mask[:, 0] = True
+    mask.scatter_(1, targets[:, None], False)
+    return mask
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor, smoothing: float
+) -> torch.Tensor:
+    """Mean CE over the columns not `masked`, label smoothing spread over those columns only;
+    the exact (materialised) form of ChunkedLinearCrossEntropy with `seen`."""
+    logp = logits.float().masked_fill(masked, float("-inf")).log_softmax(dim=-1)
+    nll = -logp.gather(1, targets[:, None])[:, 0]
+    if smoothing == 0.0:
+        return nll.mean()
+    uniform = -(logp.masked_fill(masked, 0.0).sum(dim=-1) / (~masked).sum(dim=-1))
+    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
 
 
 def smoothed_nll(logits: torch.Tensor, valid: torch.Tensor, label_smoothing: float) -> torch.Tensor:
@@ -35,6 +64,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     The forward pass also computes both gradients, so the (N, C) logits never exist at once:
     each (chunk, C) block stays in cache. On a CPU this is ~2-3x faster than materialising the
     logits for catalogues of thousands of items, with the same result (float32 throughout).
+    With `seen` (N, W) the columns of `seen_mask` leave each row's softmax; `weight` is then
+    the whole table with its padding row and `targets` index it directly.
     """
 
     @staticmethod
@@ -45,6 +76,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         smoothing: float,
         chunk: int,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             h_all, w = hidden.float(), weight.float()
@@ -55,14 +87,24 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             for start in range(0, n, chunk):
                 h, t = h_all[start : start + chunk], targets[start : start + chunk, None]
                 logits = h @ w.T  # (n_chunk, C)
-                lse = torch.logsumexp(logits, dim=1)
+                if seen is None:
+                    lse = torch.logsumexp(logits, dim=1)
+                    uniform = lse - logits.mean(dim=1)
+                    spread: torch.Tensor | float = smoothing / c
+                else:
+                    masked = seen_mask(seen[start : start + chunk], t[:, 0], c)
+                    kept = (~masked).sum(dim=1, keepdim=True).to(logits.dtype)
+                    logits.masked_fill_(masked, float("-inf"))
+                    lse = torch.logsumexp(logits, dim=1)
+                    mean = logits.masked_fill(masked, 0.0).sum(dim=1) / kept[:, 0]
+                    uniform = lse - mean
+                    spread = (smoothing / kept) * ~masked if smoothing else 0.0
                 nll = lse - logits.gather(1, t)[:, 0]
-                uniform = lse - logits.mean(dim=1)
                 total += ((1.0 - smoothing) * nll + smoothing * uniform).sum()
-                # d loss / d logits = softmax - (1 - eps) * onehot - eps / C
+                # d loss / d logits = softmax - (1 - eps) * onehot - eps / C over kept columns
                 g = logits.sub_(lse[:, None]).exp_()
                 if smoothing:
-                    g.sub_(smoothing / c)
+                    g.sub_(spread)
                 g.scatter_add_(1, t, g.new_full(t.shape, smoothing - 1.0))
                 grad_h[start : start + chunk] = g @ w
                 grad_w.addmm_(g.T, h)
@@ -74,11 +116,12 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_h, grad_w = ctx.saved_tensors
         scale = grad_out / ctx.n
-        return grad_h * scale, grad_w * scale, None, None, None
+        return grad_h * scale, grad_w * scale, None, None, None, None
 
 
 class FullSoftmaxLoss:
-    """Softmax cross-entropy over the whole catalogue ("SASRec+"); padding is never a class.
+    """Softmax cross-entropy over the whole catalogue ("SASRec+"); padding is never a class,
+    nor, when `seen` is given, an item the position has already seen.
 
     On a CPU with gradients enabled the chunked fused version is used (same value and gradients).
     """
@@ -88,9 +131,22 @@ class FullSoftmaxLoss:
         self.chunk = chunk
 
     def __call__(
-        self, hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if hidden.device.type == "cpu" and torch.is_grad_enabled():
+        fused = hidden.device.type == "cpu" and torch.is_grad_enabled()
+        if seen is not None:
+            if fused:
+                masked_loss: torch.Tensor = ChunkedLinearCrossEntropy.apply(
+                    hidden, items, targets, self.label_smoothing, self.chunk, seen
+                )
+                return masked_loss
+            masked = seen_mask(seen, targets, items.shape[0])
+            return masked_cross_entropy(hidden @ items.T, targets, masked, self.label_smoothing)
+        if fused:
             loss: torch.Tensor = ChunkedLinearCrossEntropy.apply(
                 hidden, items[1:], targets - 1, self.label_smoothing, self.chunk
             )
@@ -110,8 +166,14 @@ class SampledSoftmaxLoss:
         self.label_smoothing = label_smoothing
 
     def __call__(
-        self, hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if seen is not None:
+            raise ValueError("sampled softmax does not remove seen items (use loss = 'ce')")
         negatives = torch.multinomial(self.probs, self.n_negatives, replacement=True)  # (K,)
         negatives = negatives.to(hidden.device)
         log_q = self.log_q.to(hidden.device)

@@ -2,7 +2,9 @@
 
 A user's training sequence s gives windows of (input s[a:b], target s[a+1:b+1]) with
 b - a <= max_len, newest first and non-overlapping targets. Rows are LEFT-padded with 0 (the
-most recent item in the last column), the layout the model and the ONNX encoder read.
+most recent item in the last column), the layout the model and the ONNX encoder read. On request
+each window also carries the items of its sequence before the window (`earlier`), so a loss can
+tell everything a position has seen, not only what fits in the window.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ class Windows:
     inputs: torch.Tensor  # int64 [S, max_len], left-padded
     targets: torch.Tensor  # int64 [S, max_len], next item per input position (0 = none)
     lengths: torch.Tensor  # int64 [S], non-padding positions per row
+    # int64 [S, E]: the sequence's items before the window, left-padded with 0 (None: not kept)
+    earlier: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -41,11 +45,24 @@ class Windows:
         width = max(1, int(self.lengths[rows].max()))
         return self.inputs[rows, -width:], self.targets[rows, -width:]
 
+    def earlier_items(self, rows: torch.Tensor) -> torch.Tensor:
+        """Items before each row's window, (len(rows), E') with columns that are padding in every
+        row dropped (at least one column); all 0 when windows were built without them."""
+        if self.earlier is None:
+            return torch.zeros(len(rows), 1, dtype=torch.int64)
+        block = self.earlier[rows]
+        used = int((block != 0).sum(dim=1).max()) if block.numel() else 0
+        return block[:, block.shape[1] - max(1, used) :]
 
-def training_windows(sequences: Sequence[np.ndarray], max_len: int, windows: int = 1) -> Windows:
-    """Up to `windows` windows per sequence (0 = all), newest first; skips sequences of < 2."""
+
+def training_windows(
+    sequences: Sequence[np.ndarray], max_len: int, windows: int = 1, earlier: bool = False
+) -> Windows:
+    """Up to `windows` windows per sequence (0 = all), newest first; skips sequences of < 2.
+    With `earlier`, each window also keeps the items of its sequence before it."""
     inputs: list[np.ndarray] = []
     targets: list[np.ndarray] = []
+    before: list[np.ndarray] = []
     for seq in sequences:
         seq = np.asarray(seq, dtype=np.int64)
         end = len(seq) - 1  # targets are seq[1:end + 1]
@@ -54,6 +71,7 @@ def training_windows(sequences: Sequence[np.ndarray], max_len: int, windows: int
             start = max(0, end - max_len)
             inputs.append(seq[start:end])
             targets.append(seq[start + 1 : end + 1])
+            before.append(seq[:start])
             end, taken = start, taken + 1
     x = np.zeros((len(inputs), max_len), dtype=np.int64)
     y = np.zeros((len(inputs), max_len), dtype=np.int64)
@@ -62,7 +80,14 @@ def training_windows(sequences: Sequence[np.ndarray], max_len: int, windows: int
         x[row, max_len - len(a) :] = a
         y[row, max_len - len(b) :] = b
         lengths[row] = len(a)
-    return Windows(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths))
+    kept = None
+    if earlier:
+        e = np.zeros((len(before), max(1, max((len(b) for b in before), default=0))), np.int64)
+        for row, items in enumerate(before):
+            if len(items):
+                e[row, e.shape[1] - len(items) :] = items
+        kept = torch.from_numpy(e)
+    return Windows(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths), kept)
 
 
 def left_pad(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:

@@ -5,7 +5,8 @@ epoch)` (a hook for periodic work such as mining hard negatives; returns statist
 `task.batches(...)` and `task.loss(model, batch)` per batch. Model, objective and serving graph
 are separate objects (DESIGN 5.2): a model only maps histories to hidden states and queries.
 
-- `NextItemTask` (SASRec): every non-padding position predicts the next item (CE or sampled).
+- `NextItemTask` (SASRec): every non-padding position predicts the next item (CE or sampled;
+  with `exclude_seen`, over the items that position has not seen yet).
 - `ClozeTask` (BERT4Rec): random positions replaced by [MASK] (plus the last position, the
   serving query) and predicted over the catalogue.
 - `TwoTowerTask` (training/two_tower_task.py): in-batch softmax with logQ and hard negatives.
@@ -78,7 +79,10 @@ class NextItemTask(WindowTask):
 
     def __init__(self, model: nn.Module, split: Split, config: TrainConfig) -> None:
         mc: Any = model.config
-        self.data = training_windows(split.train, int(mc.max_len), config.windows)
+        self.exclude_seen = bool(getattr(mc, "exclude_seen", False))
+        self.data = training_windows(
+            split.train, int(mc.max_len), config.windows, earlier=self.exclude_seen
+        )
         if len(self.data) == 0:
             raise ConfigError("no training sequence has 2 or more items")
         self.loss_fn: SequenceLoss = build_loss(
@@ -88,14 +92,32 @@ class NextItemTask(WindowTask):
     def batches(self, batch_size: int, sort_chunk: int, device: torch.device) -> Iterator[Batch]:
         for rows in self.data.batches(batch_size, sort_chunk):
             inputs, targets = (t.to(device, non_blocking=True) for t in self.data.batch(rows))
-            yield {"inputs": inputs, "targets": targets}
+            batch = {"inputs": inputs, "targets": targets}
+            if self.exclude_seen:
+                batch["earlier"] = self.data.earlier_items(rows).to(device, non_blocking=True)
+            yield batch
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        targets = batch["targets"]
-        hidden = model(batch["inputs"])  # (B, L, D)
+        inputs, targets = batch["inputs"], batch["targets"]
+        hidden = model(inputs)  # (B, L, D)
         mask = targets != 0
         items = model.item_embeddings()  # type: ignore[operator]
-        return self.loss_fn(hidden[mask], items, targets[mask]), int(mask.sum())
+        seen = None
+        if self.exclude_seen:
+            seen = seen_so_far(inputs, batch.get("earlier"))[mask]
+        return self.loss_fn(hidden[mask], items, targets[mask], seen), int(mask.sum())
+
+
+def seen_so_far(inputs: torch.Tensor, earlier: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, E + L): for each position t of a left-padded (B, L) batch, the items each row had
+    before its window (`earlier`, (B, E), 0 = none) and the items at positions <= t (0 after t):
+    everything a next-item prediction at t has already seen."""
+    L = inputs.shape[1]
+    upto = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # [t, s]: s <= t
+    window = inputs[:, None, :].expand(-1, L, -1) * upto[None, :, :]
+    if earlier is None:
+        return window
+    return torch.cat([earlier[:, None, :].expand(-1, L, -1), window], dim=2)
 
 
 def item_windows(sequences: Sequence[np.ndarray], length: int, windows: int = 1) -> Windows:

@@ -39,6 +39,9 @@ class SASRecConfig:
     n_negatives: int = 256  # sampled softmax only
     negatives: str = "uniform"  # sampled softmax only: "uniform" | "popularity" (with logQ)
     label_smoothing: float = 0.0
+    # full softmax without the items each position has already seen, as evaluation and serving
+    # rank without them
+    exclude_seen: bool = False
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -65,6 +68,10 @@ class SASRecConfig:
                 f"negatives must be one of {NEGATIVES}, got {self.negatives!r}",
             ),
             (self.n_negatives >= 1, "n_negatives must be >= 1"),
+            (
+                not self.exclude_seen or self.loss == "ce",
+                "exclude_seen needs the full softmax (loss = 'ce')",
+            ),
         ]
         for ok, message in checks:
             if not ok:
