@@ -65,7 +65,13 @@ def _two_tower(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
-SPACES: dict[str, Space] = {"sasrec": _transformer, "bert4rec": _bert4rec, "two_tower": _two_tower}
+def _sasrec(trial: optuna.Trial) -> dict[str, Any]:
+    return _transformer(trial) | {
+        "model.exclude_seen": trial.suggest_categorical("model.exclude_seen", [False, True])
+    }
+
+
+SPACES: dict[str, Space] = {"sasrec": _sasrec, "bert4rec": _bert4rec, "two_tower": _two_tower}
 
 
 @dataclass(frozen=True)
