@@ -69,6 +69,12 @@ def ablation_arms(sasrec_epochs: int = 12, tt_epochs: int = 10) -> list[Arm]:
         ),
         Arm("sasrec-bf16", "sasrec", "AMP bf16 (CPU autocast)", {**s, "train.amp": "bf16"}),
         Arm(
+            "sasrec-exclude-seen",
+            "sasrec",
+            "full softmax without each position's seen items",
+            {**s, "model.exclude_seen": True},
+        ),
+        Arm(
             "two_tower-default", "two_tower", "two-tower default (hard negatives on, ratio 0.05)", t
         ),
         Arm(
