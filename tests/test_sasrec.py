@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.losses import FullSoftmaxLoss, build_loss, negative_distribution
+from training.losses import FullSoftmaxLoss, Seen, build_loss, negative_distribution
 from training.models.sasrec import SASRec, SASRecConfig
 
 N_ITEMS = 30
@@ -199,7 +199,9 @@ def test_cross_entropy_without_seen_items_matches_a_row_by_row_oracle(
     seen[:5, 0] = targets[:5]  # a repeat: the target itself stays a class
     want = seen_oracle(hidden, items, targets, seen, smoothing)
     with torch.set_grad_enabled(grad):  # False: the materialised (evaluation, GPU) form
-        got = FullSoftmaxLoss(smoothing, chunk=16)(hidden, items, targets, seen)
+        got = FullSoftmaxLoss(smoothing, chunk=16)(
+            hidden, items, targets, Seen.of_lists(seen, N_ITEMS + 1)
+        )
     torch.testing.assert_close(got, want.detach() if not grad else want)
     if grad:
         grads = torch.autograd.grad(got, (hidden, items))
@@ -215,7 +217,8 @@ def test_removing_seen_items_raises_the_targets_probability() -> None:
     targets = torch.randint(1, N_ITEMS + 1, (20,))
     seen = torch.randint(0, N_ITEMS + 1, (20, 10))
     plain = FullSoftmaxLoss(0.0)(hidden, items, targets)
-    assert float(FullSoftmaxLoss(0.0)(hidden, items, targets, seen)) < float(plain)
+    without = FullSoftmaxLoss(0.0)(hidden, items, targets, Seen.of_lists(seen, N_ITEMS + 1))
+    assert float(without) < float(plain)
 
 
 def test_sampled_softmax_refuses_seen_items() -> None:
@@ -225,7 +228,7 @@ def test_sampled_softmax_refuses_seen_items() -> None:
             torch.randn(3, 8),
             torch.randn(N_ITEMS + 1, 8),
             torch.ones(3, dtype=torch.long),
-            torch.zeros(3, 2, dtype=torch.long),
+            Seen.of_lists(torch.zeros(3, 2, dtype=torch.long), N_ITEMS + 1),
         )
 
 

@@ -15,12 +15,12 @@ import torch
 from training.config import CONFIG_DIR, TrainConfig, load_config
 from training.data import Split, leave_one_out, load_dataset
 from training.errors import ConfigError
-from training.losses import FullSoftmaxLoss
+from training.losses import FullSoftmaxLoss, Seen
 from training.models import MODELS, spec_for
 from training.models.bert4rec import BERT4Rec, BERT4RecConfig
 from training.models.sasrec import SASRec, SASRecConfig
 from training.sequences import training_windows
-from training.tasks import ClozeTask, NextItemTask, cloze_mask, item_windows, seen_so_far
+from training.tasks import ClozeTask, NextItemTask, cloze_mask, first_seen, item_windows
 from training.train import seed_everything, train
 from training.two_tower_task import window_users
 
@@ -53,14 +53,24 @@ def test_next_item_task_scores_every_non_padding_position(split: Split) -> None:
     assert count == int(mask.sum())
 
 
-def test_seen_so_far_holds_each_positions_items_up_to_itself() -> None:
-    inputs = torch.tensor([[0, 0, 3, 5, 7]])
-    seen = seen_so_far(inputs)[0]
-    with_earlier = seen_so_far(inputs, torch.tensor([[0, 1, 2]]))[0]
-    for t in range(5):
-        assert set(seen[t].tolist()) - {0} == set(inputs[0, : t + 1].tolist()) - {0}
-        assert seen[t, t + 1 :].eq(0).all()
-        assert set(with_earlier[t].tolist()) - {0} == set(seen[t].tolist()) - {0} | {1, 2}
+def seen_lists(inputs: torch.Tensor, earlier: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Oracle: for each position where `mask` holds (row-major), the items before the row's
+    window and in the window up to that position, as a zero-padded (N, W) table."""
+    lists = [earlier[b].tolist() + inputs[b, : t + 1].tolist() for b, t in mask.nonzero().tolist()]
+    width = max(len(items) for items in lists)
+    return torch.tensor([items + [0] * (width - len(items)) for items in lists])
+
+
+def test_first_seen_marks_what_each_position_has_seen() -> None:
+    inputs = torch.tensor([[0, 0, 3, 5, 7], [4, 3, 4, 6, 2]])
+    earlier = torch.tensor([[0, 1, 2], [0, 0, 9]])
+    first = first_seen(inputs, earlier, 12)
+    for b in range(2):
+        for t in range(5):
+            seen = {c for c in range(1, 12) if first[b, c] <= t}
+            want = set(earlier[b].tolist()) | set(inputs[b, : t + 1].tolist())
+            assert seen == want - {0}
+    assert first[1, 4] == 0  # a repeat counts from its first position
 
 
 def test_next_item_task_with_exclude_seen_removes_each_positions_history(split: Split) -> None:
@@ -77,7 +87,7 @@ def test_next_item_task_with_exclude_seen_removes_each_positions_history(split: 
     hidden, items = model(inputs)[mask], model.item_embeddings()
     # windows of 20: some rows have items before their window, and those count as seen
     assert batch["earlier"].ne(0).any()
-    seen = seen_so_far(inputs, batch["earlier"])[mask]
+    seen = Seen.of_lists(seen_lists(inputs, batch["earlier"], mask), items.shape[0])
     torch.testing.assert_close(loss, FullSoftmaxLoss()(hidden, items, targets[mask], seen))
     assert float(loss.detach()) < float(FullSoftmaxLoss()(hidden, items, targets[mask]).detach())
 

@@ -2,17 +2,50 @@
 
 Every loss takes `hidden` (N, D) for the N non-padding positions of a batch, the item table
 (n_items + 1, D) whose row 0 is padding, and `targets` (N,) in 1..n_items. The full softmax also
-takes `seen` (N, W), the items each position has already seen (0 = none): they are removed from
-that position's softmax, as evaluation and serving remove them from the ranking.
+takes `seen` (`Seen`), the items each position has already seen: they are removed from that
+position's softmax, as evaluation and serving remove them from the ranking.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The items each of N positions has already seen, stored per sequence rather than per
+    position: position n has seen column c when `first[row[n], c] <= step[n]`."""
+
+    first: torch.Tensor  # int [R, C]: per sequence, the step where each column is first seen
+    row: torch.Tensor  # int64 [N]: each position's sequence
+    step: torch.Tensor  # int [N]: each position's step within it
+
+    @classmethod
+    def of_lists(cls, items: torch.Tensor, n_columns: int) -> Seen:
+        """Each of N positions has seen the items of its row of `items` (N, W); 0 = none."""
+        n = items.shape[0]
+        first = torch.ones(n, n_columns, dtype=torch.int32, device=items.device)
+        first.scatter_(1, items, 0)
+        zeros = torch.zeros(n, dtype=torch.int32, device=items.device)
+        return cls(first, torch.arange(n, device=items.device), zeros)
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    def mask(self, targets: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """(stop - start, C) True where a column leaves positions start..stop's softmax: padding
+        (column 0) and every seen item, except the position's own target (a repeat stays
+        learnable). `targets` are those positions' targets."""
+        rows, steps = self.row[start:stop], self.step[start:stop]
+        masked = self.first[rows] <= steps[:, None]
+        masked[:, 0] = True
+        masked.scatter_(1, targets[:, None], False)
+        return masked
 
 
 class SequenceLoss(Protocol):
@@ -21,18 +54,8 @@ class SequenceLoss(Protocol):
         hidden: torch.Tensor,
         items: torch.Tensor,
         targets: torch.Tensor,
-        seen: torch.Tensor | None = None,
+        seen: Seen | None = None,
     ) -> torch.Tensor: ...
-
-
-def seen_mask(seen: torch.Tensor, targets: torch.Tensor, n_columns: int) -> torch.Tensor:
-    """(N, n_columns) True where a column leaves the softmax: padding (column 0) and every item
-    in the row's `seen` (N, W), except the row's own target (a repeat stays learnable)."""
-    mask = torch.zeros(seen.shape[0], n_columns, dtype=torch.bool, device=seen.device)
-    mask.scatter_(1, seen, True)
-    mask[:, 0] = True
-    mask.scatter_(1, targets[:, None], False)
-    return mask
 
 
 def masked_cross_entropy(
@@ -64,7 +87,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     The forward pass also computes both gradients, so the (N, C) logits never exist at once:
     each (chunk, C) block stays in cache. On a CPU this is ~2-3x faster than materialising the
     logits for catalogues of thousands of items, with the same result (float32 throughout).
-    With `seen` (N, W) the columns of `seen_mask` leave each row's softmax; `weight` is then
+    With `seen` the columns of `Seen.mask` leave each row's softmax; `weight` is then
     the whole table with its padding row and `targets` index it directly.
     """
 
@@ -76,7 +99,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         smoothing: float,
         chunk: int,
-        seen: torch.Tensor | None = None,
+        seen: Seen | None = None,
     ) -> torch.Tensor:
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             h_all, w = hidden.float(), weight.float()
@@ -92,7 +115,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                     uniform = lse - logits.mean(dim=1)
                     spread: torch.Tensor | float = smoothing / c
                 else:
-                    masked = seen_mask(seen[start : start + chunk], t[:, 0], c)
+                    masked = seen.mask(t[:, 0], start, start + chunk)
                     kept = (~masked).sum(dim=1, keepdim=True).to(logits.dtype)
                     logits.masked_fill_(masked, float("-inf"))
                     lse = torch.logsumexp(logits, dim=1)
@@ -135,7 +158,7 @@ class FullSoftmaxLoss:
         hidden: torch.Tensor,
         items: torch.Tensor,
         targets: torch.Tensor,
-        seen: torch.Tensor | None = None,
+        seen: Seen | None = None,
     ) -> torch.Tensor:
         fused = hidden.device.type == "cpu" and torch.is_grad_enabled()
         if seen is not None:
@@ -144,7 +167,7 @@ class FullSoftmaxLoss:
                     hidden, items, targets, self.label_smoothing, self.chunk, seen
                 )
                 return masked_loss
-            masked = seen_mask(seen, targets, items.shape[0])
+            masked = seen.mask(targets)
             return masked_cross_entropy(hidden @ items.T, targets, masked, self.label_smoothing)
         if fused:
             loss: torch.Tensor = ChunkedLinearCrossEntropy.apply(
@@ -170,7 +193,7 @@ class SampledSoftmaxLoss:
         hidden: torch.Tensor,
         items: torch.Tensor,
         targets: torch.Tensor,
-        seen: torch.Tensor | None = None,
+        seen: Seen | None = None,
     ) -> torch.Tensor:
         if seen is not None:
             raise ValueError("sampled softmax does not remove seen items (use loss = 'ce')")

@@ -26,7 +26,7 @@ from torch import nn
 from training.config import TrainConfig
 from training.data.splits import Split
 from training.errors import ConfigError
-from training.losses import SequenceLoss, build_loss
+from training.losses import Seen, SequenceLoss, build_loss
 from training.sequences import Windows, training_windows
 
 Batch = dict[str, torch.Tensor]
@@ -104,20 +104,23 @@ class NextItemTask(WindowTask):
         items = model.item_embeddings()  # type: ignore[operator]
         seen = None
         if self.exclude_seen:
-            seen = seen_so_far(inputs, batch.get("earlier"))[mask]
+            first = first_seen(inputs, batch.get("earlier"), items.shape[0])
+            rows, steps = mask.nonzero(as_tuple=True)  # row-major, as hidden[mask]
+            seen = Seen(first, rows, steps.to(first.dtype))
         return self.loss_fn(hidden[mask], items, targets[mask], seen), int(mask.sum())
 
 
-def seen_so_far(inputs: torch.Tensor, earlier: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, L, E + L): for each position t of a left-padded (B, L) batch, the items each row had
-    before its window (`earlier`, (B, E), 0 = none) and the items at positions <= t (0 after t):
-    everything a next-item prediction at t has already seen."""
-    L = inputs.shape[1]
-    upto = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # [t, s]: s <= t
-    window = inputs[:, None, :].expand(-1, L, -1) * upto[None, :, :]
-    if earlier is None:
-        return window
-    return torch.cat([earlier[:, None, :].expand(-1, L, -1), window], dim=2)
+def first_seen(inputs: torch.Tensor, earlier: torch.Tensor | None, n_columns: int) -> torch.Tensor:
+    """int32 (B, n_columns): for each row of a left-padded (B, L) batch, the first position
+    (column) holding each item; -1 for the row's items before its window (`earlier`, (B, E),
+    0 = none); L for items it never had. Position t has seen item c when the value is <= t."""
+    B, L = inputs.shape
+    first = torch.full((B, n_columns), L, dtype=torch.int32, device=inputs.device)
+    steps = torch.arange(L, dtype=torch.int32, device=inputs.device).expand(B, L)
+    first.scatter_reduce_(1, inputs, steps, reduce="amin")
+    if earlier is not None:
+        first.scatter_(1, earlier, -1)
+    return first
 
 
 def item_windows(sequences: Sequence[np.ndarray], length: int, windows: int = 1) -> Windows:
