@@ -34,9 +34,6 @@ class Seen:
         zeros = torch.zeros(n, dtype=torch.int32, device=items.device)
         return cls(first, torch.arange(n, device=items.device), zeros)
 
-    def __len__(self) -> int:
-        return int(self.row.shape[0])
-
     def mask(self, targets: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """(stop - start, C) True where a column leaves positions start..stop's softmax: padding
         (column 0) and every seen item, except the position's own target (a repeat stays
