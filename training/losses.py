@@ -113,12 +113,13 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                     spread: torch.Tensor | float = smoothing / c
                 else:
                     masked = seen.mask(t[:, 0], start, start + chunk)
-                    kept = (~masked).sum(dim=1, keepdim=True).to(logits.dtype)
                     logits.masked_fill_(masked, float("-inf"))
                     lse = torch.logsumexp(logits, dim=1)
-                    mean = logits.masked_fill(masked, 0.0).sum(dim=1) / kept[:, 0]
-                    uniform = lse - mean
-                    spread = (smoothing / kept) * ~masked if smoothing else 0.0
+                    uniform, spread = lse, 0.0  # the smoothing terms only when smoothing
+                    if smoothing:
+                        kept = (~masked).sum(dim=1, keepdim=True).to(logits.dtype)
+                        mean = logits.masked_fill(masked, 0.0).sum(dim=1) / kept[:, 0]
+                        uniform, spread = lse - mean, (smoothing / kept) * ~masked
                 nll = lse - logits.gather(1, t)[:, 0]
                 total += ((1.0 - smoothing) * nll + smoothing * uniform).sum()
                 # d loss / d logits = softmax - (1 - eps) * onehot - eps / C over kept columns
