@@ -55,23 +55,16 @@ class SequenceLoss(Protocol):
     ) -> torch.Tensor: ...
 
 
-def masked_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor, smoothing: float
+def smoothed_nll(
+    logits: torch.Tensor,
+    valid: torch.Tensor,
+    label_smoothing: float,
+    targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean CE over the columns not `masked`, label smoothing spread over those columns only;
-    the exact (materialised) form of ChunkedLinearCrossEntropy with `seen`."""
-    logp = logits.float().masked_fill(masked, float("-inf")).log_softmax(dim=-1)
-    nll = -logp.gather(1, targets[:, None])[:, 0]
-    if smoothing == 0.0:
-        return nll.mean()
-    uniform = -(logp.masked_fill(masked, 0.0).sum(dim=-1) / (~masked).sum(dim=-1))
-    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
-
-
-def smoothed_nll(logits: torch.Tensor, valid: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Cross-entropy with the target in column 0, over the columns where `valid` is True."""
+    """Cross-entropy over the columns where `valid` is True, label smoothing spread over those
+    columns only; the target is column 0, or each row's column in `targets`."""
     logp = logits.float().masked_fill(~valid, float("-inf")).log_softmax(dim=-1)  # (N, C)
-    nll = -logp[:, 0]
+    nll = -logp[:, 0] if targets is None else -logp.gather(1, targets[:, None])[:, 0]
     if label_smoothing == 0.0:
         return nll.mean()
     uniform = -(logp.masked_fill(~valid, 0.0).sum(dim=-1) / valid.sum(dim=-1))
@@ -165,8 +158,8 @@ class FullSoftmaxLoss:
                     hidden, items, targets, self.label_smoothing, self.chunk, seen
                 )
                 return masked_loss
-            masked = seen.mask(targets)
-            return masked_cross_entropy(hidden @ items.T, targets, masked, self.label_smoothing)
+            valid = ~seen.mask(targets)
+            return smoothed_nll(hidden @ items.T, valid, self.label_smoothing, targets)
         if fused:
             loss: torch.Tensor = ChunkedLinearCrossEntropy.apply(
                 hidden, items[1:], targets - 1, self.label_smoothing, self.chunk
