@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -261,19 +262,105 @@ def test_negative_distribution_never_samples_padding() -> None:
     assert popular[4] > popular[1] > popular[2] > popular[3] > 0
 
 
+def content(n_features: int = 5, seed: int = 3) -> torch.Tensor:
+    """A random multi-hot content matrix [N_ITEMS + 1, n_features] with a zero padding row."""
+    g = torch.Generator().manual_seed(seed)
+    feats = (torch.rand(N_ITEMS + 1, n_features, generator=g) < 0.4).float()
+    feats[0] = 0.0
+    return feats
+
+
+def test_item_features_add_a_linear_content_term_to_every_item_vector() -> None:
+    torch.manual_seed(0)
+    feats = content()
+    model = SASRec(SASRecConfig(n_items=N_ITEMS, dim=16, item_features=True), feats)
+    assert model.feat_proj is not None
+    want = model.item_emb.weight + feats @ model.feat_proj.weight.T
+    torch.testing.assert_close(model.item_embeddings(), want)
+    assert torch.equal(model.item_embeddings()[0], torch.zeros(16))
+    # the feature-free model reads its id embeddings alone
+    plain = tiny()
+    assert plain.item_embeddings() is plain.item_emb.weight
+
+
+def test_items_with_the_same_features_share_the_content_term() -> None:
+    torch.manual_seed(0)
+    feats = content()
+    feats[2] = feats[1]
+    model = SASRec(SASRecConfig(n_items=N_ITEMS, dim=16, item_features=True), feats)
+    table, ids = model.item_embeddings(), model.item_emb.weight
+    torch.testing.assert_close(table[1] - ids[1], table[2] - ids[2])
+    assert not torch.allclose(table[1] - ids[1], table[3] - ids[3])
+
+
+def test_item_features_are_given_exactly_when_the_config_asks_for_them() -> None:
+    with pytest.raises(ValueError, match="exactly when"):
+        SASRec(SASRecConfig(n_items=N_ITEMS, item_features=True))
+    with pytest.raises(ValueError, match="exactly when"):
+        SASRec(SASRecConfig(n_items=N_ITEMS), content())
+    with pytest.raises(ValueError, match="expected"):
+        SASRec(SASRecConfig(n_items=N_ITEMS, item_features=True), content()[1:])
+    bad = content()
+    bad[0, 0] = 1.0
+    with pytest.raises(ValueError, match="padding"):
+        SASRec(SASRecConfig(n_items=N_ITEMS, item_features=True), bad)
+
+
+@pytest.mark.parametrize("features", [False, True])
+def test_training_never_moves_the_padding_row(features: bool) -> None:
+    torch.manual_seed(0)
+    config = SASRecConfig(n_items=N_ITEMS, max_len=8, dim=16, dropout=0.0, item_features=features)
+    model = SASRec(config, content() if features else None)
+    seqs = torch.tensor([[0, 0, 0, 1, 2, 3, 4, 5, 6], [0, 0, 7, 8, 9, 10, 11, 12, 13]])
+    inputs, targets = seqs[:, :-1], seqs[:, 1:]
+    mask = inputs != 0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = FullSoftmaxLoss()(model(inputs)[mask], model.item_embeddings(), targets[mask])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(model.item_embeddings()[0], torch.zeros(16))
+    if features:
+        assert model.feat_proj is not None
+        assert model.feat_proj.weight.grad is not None
+        assert model.feat_proj.weight.grad.abs().sum() > 0
+
+
+def test_from_dataset_reads_the_content_matrix_only_when_asked() -> None:
+    from training.data.build import empty_meta
+    from training.data.synthetic import SyntheticConfig, generate
+    from training.errors import ConfigError
+    from training.features import item_content_matrix
+
+    ds = generate(SyntheticConfig(users=20, items=N_ITEMS, interactions=400, seed=0))
+    on = SASRec.from_dataset(SASRecConfig(n_items=ds.n_items, item_features=True), ds)
+    assert torch.equal(on.item_feats, torch.from_numpy(item_content_matrix(ds)))
+    bare = replace(ds, item_meta=empty_meta(ds.item_ids))
+    with pytest.raises(ConfigError, match="no item genres"):
+        SASRec.from_dataset(SASRecConfig(n_items=ds.n_items, item_features=True), bare)
+    off = SASRec.from_dataset(SASRecConfig(n_items=ds.n_items), ds)
+    assert off.feat_proj is None
+    assert not hasattr(off, "item_feats")
+
+
+@pytest.mark.parametrize("features", [False, True])
 @pytest.mark.parametrize("pos", ["learned", "rope"])
 @pytest.mark.parametrize("n_heads", [1, 2])
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_serving_graph_equals_the_training_forward(pos: str, n_heads: int, n_layers: int) -> None:
+def test_serving_graph_equals_the_training_forward(
+    pos: str, n_heads: int, n_layers: int, features: bool
+) -> None:
     """The fused serving graph (one input projection with rotary halves and scale folded in,
-    last block on the last position only) against `SASRec.encode`, with left padding, empty
-    rows and lengths above, at and below max_len."""
+    last block on the last position only, the item table with its content term precomputed)
+    against `SASRec.encode`, with left padding, empty rows and lengths above, at and below
+    max_len."""
     torch.manual_seed(1)
     config = SASRecConfig(
         n_items=N_ITEMS, max_len=12, dim=16, n_heads=n_heads, n_layers=n_layers, pos=pos,
-        init_std=0.3,
+        init_std=0.3, item_features=features,
     )  # fmt: skip
-    model = SASRec(config).eval()
+    model = SASRec(config, content() if features else None).eval()
     encoder = model.query_encoder().eval()
     history = torch.randint(1, N_ITEMS + 1, (6, 15))
     history[0, :10] = 0  # mostly padding

@@ -240,12 +240,19 @@ def test_unknown_model_lists_the_choices() -> None:
     assert MODELS["sasrec"].default_config.is_file()
 
 
-def test_train_command_trains_exports_and_publishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("item_features", [False, True])
+def test_train_command_trains_exports_and_publishes(tmp_path: Path, item_features: bool) -> None:
+    """With item_features on, the export's ONNX parity check covers the content term too."""
     from typer.testing import CliRunner
 
     from training.cli import app
 
     run_dir, store = tmp_path / "run", tmp_path / "store"
+    config = TINY
+    if item_features:
+        config = tmp_path / "features.toml"
+        config.write_text(TINY.read_text().replace("[model]\n", "[model]\nitem_features = true\n"))
+        assert "item_features = true" in config.read_text()
     result = CliRunner().invoke(
         app,
         [
@@ -255,7 +262,7 @@ def test_train_command_trains_exports_and_publishes(tmp_path: Path) -> None:
             "--dataset",
             "synthetic:users=120,items=60,interactions=2400",
             "--config",
-            str(TINY),
+            str(config),
             "--out",
             str(run_dir),
             "--epochs",
@@ -273,6 +280,8 @@ def test_train_command_trains_exports_and_publishes(tmp_path: Path) -> None:
     bundle = json.loads((run_dir / "bundle" / "bundle.json").read_text())
     assert bundle["metrics"] == json.loads((run_dir / "metrics.json").read_text())
     assert (store / "tiny" / "1" / "manifest.json").is_file()
+    saved = (run_dir / "config.toml").read_text()
+    assert ("item_features = true" in saved) == item_features
 
 
 def test_train_command_rejects_an_unknown_model_with_exit_code_2() -> None:

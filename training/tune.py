@@ -67,7 +67,8 @@ def _two_tower(trial: optuna.Trial) -> dict[str, Any]:
 
 def _sasrec(trial: optuna.Trial) -> dict[str, Any]:
     return _transformer(trial) | {
-        "model.exclude_seen": trial.suggest_categorical("model.exclude_seen", [False, True])
+        "model.exclude_seen": trial.suggest_categorical("model.exclude_seen", [False, True]),
+        "model.item_features": trial.suggest_categorical("model.item_features", [False, True]),
     }
 
 

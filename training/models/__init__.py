@@ -40,7 +40,13 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "sasrec": ModelSpec("sasrec", SASRec, SASRecConfig, CONFIG_DIR / "sasrec.toml"),
+    "sasrec": ModelSpec(
+        "sasrec",
+        SASRec,
+        SASRecConfig,
+        CONFIG_DIR / "sasrec.toml",
+        from_dataset=SASRec.from_dataset,
+    ),
     "bert4rec": ModelSpec(
         "bert4rec", BERT4Rec, BERT4RecConfig, CONFIG_DIR / "bert4rec.toml", task=ClozeTask
     ),

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.data.dataset import Dataset
+
 Rope = tuple[torch.Tensor, torch.Tensor] | None
 
 POSITIONS = ("learned", "rope")
@@ -42,6 +44,9 @@ class SASRecConfig:
     # full softmax without the items each position has already seen, as evaluation and serving
     # rank without them
     exclude_seen: bool = False
+    # item vectors = id embedding + a linear map of the item's content features (multi-hot
+    # genres, release decade; training.features), for input and output alike
+    item_features: bool = False
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -165,7 +170,8 @@ def init_weights(module: nn.Module, std: float) -> None:
     """Normal(0, std) for linear and embedding weights, zero biases and padding rows."""
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, std=std)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, std=std)
         if module.padding_idx is not None:
@@ -174,15 +180,46 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 
 class SASRec(nn.Module):
-    def __init__(self, config: SASRecConfig) -> None:
+    def __init__(self, config: SASRecConfig, item_features: torch.Tensor | None = None) -> None:
+        """`item_features` float [n_items + 1, G] (row 0 zeros), required with
+        config.item_features and refused without it (use `from_dataset`)."""
         super().__init__()
         self.config = config
-        self.item_emb = nn.Embedding(config.n_items + 1, config.dim, padding_idx=0)
+        n = config.n_items + 1
+        if config.item_features != (item_features is not None):
+            raise ValueError("item_features must be given exactly when config.item_features is on")
+        self.item_emb = nn.Embedding(n, config.dim, padding_idx=0)
+        self.feat_proj: nn.Linear | None = None
+        if item_features is not None:
+            if item_features.ndim != 2 or item_features.shape[0] != n:
+                raise ValueError(
+                    f"item_features has shape {tuple(item_features.shape)}, expected ({n}, G)"
+                )
+            if item_features[0].abs().sum() != 0:
+                raise ValueError("item_features row 0 (padding) must be zeros")
+            self.register_buffer("item_feats", item_features.float())
+            self.feat_proj = nn.Linear(item_features.shape[1], config.dim, bias=False)
         self.pos_emb = nn.Embedding(config.max_len, config.dim) if config.pos == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.dim)
         self.apply(lambda module: init_weights(module, config.init_std))
+
+    @classmethod
+    def from_dataset(cls, config: SASRecConfig, ds: Dataset) -> SASRec:
+        """The model for `ds`, with its content features when config.item_features is on."""
+        if not config.item_features:
+            return cls(config)
+        from training.errors import ConfigError
+        from training.features import item_content_matrix
+
+        matrix = item_content_matrix(ds)
+        if matrix.shape[1] == 0:
+            raise ConfigError(
+                f"model config: item_features is on but dataset {ds.name!r} has no item genres "
+                "or release years"
+            )
+        return cls(config, torch.from_numpy(matrix))
 
     def _prepare(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Rope]:
         """Embeddings, attention mask and rotary tables for a (B, L) left-padded history."""
@@ -190,7 +227,8 @@ class SASRec(nn.Module):
         # (L,) 0 = most recent; written as (L-1) - arange because ONNX Runtime's optimiser
         # mis-folds a Range with a negative step
         positions = (L - 1) - torch.arange(L, device=history.device)
-        x = self.item_emb(history)  # (B, L, D)
+        # padding_idx: padding positions add no gradient to row 0 (as nn.Embedding's own forward)
+        x = F.embedding(history, self.item_embeddings(), padding_idx=0)  # (B, L, D)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)[None, :, :]
         valid = history != 0  # (B, L)
@@ -237,8 +275,11 @@ class SASRec(nn.Module):
         return self.encode(history)[1]
 
     def item_embeddings(self) -> torch.Tensor:
-        """(n_items + 1, D); row 0 is padding."""
-        return self.item_emb.weight
+        """(n_items + 1, D), for input and output; row 0 (padding) is zeros."""
+        if self.feat_proj is None:
+            return self.item_emb.weight
+        table: torch.Tensor = self.item_emb.weight + self.feat_proj(self.item_feats)
+        return table
 
     def query_encoder(self) -> nn.Module:
         """The serving graph (training.models.sasrec_serving): same outputs as `encode`."""

@@ -121,7 +121,8 @@ class SASRecQueryEncoder(nn.Module):
         config = model.config
         self.max_len = config.max_len
         self.model = model  # the reference (training) forward, for parity checks
-        self.item_emb = model.item_emb
+        # the item vectors the model reads (id embedding plus content features when on)
+        self.register_buffer("items", model.item_embeddings().detach(), persistent=False)
         rope = config.pos == "rope"
         self.blocks = nn.ModuleList(
             [_FusedBlock(block, config.n_heads, rope) for block in model.blocks]  # type: ignore[arg-type]
@@ -149,7 +150,7 @@ class SASRecQueryEncoder(nn.Module):
         L = history.shape[1]
         tables: dict[str, torch.Tensor] = dict(self.named_buffers(recurse=False))
         cos, sin = tables["cos"][self.max_len - L :], tables["sin"][self.max_len - L :]
-        x = self.item_emb(history)
+        x = F.embedding(history, tables["items"])
         if "pos" in tables:
             x = x + tables["pos"][self.max_len - L :]
         valid = history != 0  # (B, L)
