@@ -75,6 +75,12 @@ def ablation_arms(sasrec_epochs: int = 12, tt_epochs: int = 10) -> list[Arm]:
             {**s, "model.exclude_seen": True},
         ),
         Arm(
+            "sasrec-item-features",
+            "sasrec",
+            "item vectors + content features (genres, decade)",
+            {**s, "model.item_features": True},
+        ),
+        Arm(
             "two_tower-default", "two_tower", "two-tower default (hard negatives on, ratio 0.05)", t
         ),
         Arm(
