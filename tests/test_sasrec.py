@@ -330,15 +330,15 @@ def test_training_never_moves_the_padding_row(features: bool) -> None:
 def test_from_dataset_reads_the_content_matrix_only_when_asked() -> None:
     from training.data.build import empty_meta
     from training.data.synthetic import SyntheticConfig, generate
-    from training.errors import ConfigError
     from training.features import item_content_matrix
 
     ds = generate(SyntheticConfig(users=20, items=N_ITEMS, interactions=400, seed=0))
     on = SASRec.from_dataset(SASRecConfig(n_items=ds.n_items, item_features=True), ds)
     assert torch.equal(on.item_feats, torch.from_numpy(item_content_matrix(ds)))
     bare = replace(ds, item_meta=empty_meta(ds.item_ids))
-    with pytest.raises(ConfigError, match="no item genres"):
-        SASRec.from_dataset(SASRecConfig(n_items=ds.n_items, item_features=True), bare)
+    with pytest.warns(UserWarning, match="no item genres"):
+        ids_only = SASRec.from_dataset(SASRecConfig(n_items=ds.n_items, item_features=True), bare)
+    torch.testing.assert_close(ids_only.item_embeddings(), ids_only.item_emb.weight)
     off = SASRec.from_dataset(SASRecConfig(n_items=ds.n_items), ds)
     assert off.feat_proj is None
     assert not hasattr(off, "item_feats")

@@ -9,6 +9,7 @@ and output item embeddings are shared: score(item i) = dot(query, item_embedding
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import cast
 
@@ -198,7 +199,8 @@ class SASRec(nn.Module):
             if item_features[0].abs().sum() != 0:
                 raise ValueError("item_features row 0 (padding) must be zeros")
             self.register_buffer("item_feats", item_features.float())
-            self.feat_proj = nn.Linear(item_features.shape[1], config.dim, bias=False)
+            if item_features.shape[1]:  # zero columns: no content term
+                self.feat_proj = nn.Linear(item_features.shape[1], config.dim, bias=False)
         self.pos_emb = nn.Embedding(config.max_len, config.dim) if config.pos == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
@@ -210,14 +212,14 @@ class SASRec(nn.Module):
         """The model for `ds`, with its content features when config.item_features is on."""
         if not config.item_features:
             return cls(config)
-        from training.errors import ConfigError
         from training.features import item_content_matrix
 
         matrix = item_content_matrix(ds)
-        if matrix.shape[1] == 0:
-            raise ConfigError(
-                f"model config: item_features is on but dataset {ds.name!r} has no item genres "
-                "or release years"
+        if matrix.shape[1] == 0:  # a zero-width content term: the item vectors are the ids'
+            warnings.warn(
+                f"item_features: dataset {ds.name!r} has no item genres or release years, "
+                "so the item vectors come from the ids alone",
+                stacklevel=2,
             )
         return cls(config, torch.from_numpy(matrix))
 
