@@ -46,7 +46,12 @@ def ablation_arms(sasrec_epochs: int = 12, tt_epochs: int = 10) -> list[Arm]:
     s = {"train.epochs": sasrec_epochs, "train.max_seconds": 0.0, "train.progress": False}
     t = {"train.epochs": tt_epochs, "train.max_seconds": 0.0, "train.progress": False}
     return [
-        Arm("sasrec-default", "sasrec", "SASRec default (cosine, LS 0.1, full softmax, fp32)", s),
+        Arm(
+            "sasrec-default",
+            "sasrec",
+            "SASRec default (cosine, LS 0.1, full softmax, item features, fp32)",
+            s,
+        ),
         Arm(
             "sasrec-onecycle",
             "sasrec",
@@ -75,10 +80,10 @@ def ablation_arms(sasrec_epochs: int = 12, tt_epochs: int = 10) -> list[Arm]:
             {**s, "model.exclude_seen": True},
         ),
         Arm(
-            "sasrec-item-features",
+            "sasrec-no-item-features",
             "sasrec",
-            "item vectors + content features (genres, decade)",
-            {**s, "model.item_features": True},
+            "item vectors from ids only (no genres or decade)",
+            {**s, "model.item_features": False},
         ),
         Arm(
             "two_tower-default", "two_tower", "two-tower default (hard negatives on, ratio 0.05)", t
