@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from benchmarks.quality_plan import Arm, baseline_arm
@@ -16,6 +17,16 @@ RECBOLE_BEST = {
 RECBOLE_SASREC_100K = {"ndcg@10": 0.1034, "seconds": 1395.0}
 TIME_TARGET_S = RECBOLE_SASREC_100K["seconds"] / 5  # "at most a fifth": 279 s (issue says <= 280)
 BASELINES = ("pop", "itemknn", "ease")
+
+
+def shown(path: Path) -> str:
+    """A run folder as the report names it: relative to the working directory when inside it
+    (no machine-specific prefix in committed reports), else absolute."""
+    full = path.resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
 
 
 def _baseline_rows(baselines: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
@@ -54,7 +65,7 @@ def build(
                         "model": model,
                         "kind": "neural",
                         **summarise(runs),
-                        "runs": [str(r.path.resolve()) for r in runs],
+                        "runs": [shown(r.path) for r in runs],
                     }
                 )
         report["table"][dataset] = rows
@@ -75,7 +86,7 @@ def build(
         ndcg = run.test.get("ndcg@10", math.nan)
         report["sasrec_time"].append(
             {
-                "run": str(run.path.resolve()),
+                "run": shown(run.path),
                 "seed": run.seed,
                 "test_ndcg@10": ndcg,
                 "epochs": run.n_epochs,
