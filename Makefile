@@ -47,8 +47,8 @@ check: lint typecheck test ## everything CI checks
 bench-baselines: install ## pop, ItemKNN, EASE on both MovieLens sets -> benchmarks/results/baselines.*
 	$(BIN)/python -m benchmarks.baselines
 
-bench-quality: install ## every model on both MovieLens sets, ablations -> benchmarks/results/quality.*
-	$(BIN)/python -m benchmarks.quality
+bench-quality: install ## every model on both MovieLens sets, 3 seeds, ml-100k ablation -> benchmarks/results/quality.*
+	CINESYNC_THREADS=$(or $(CINESYNC_THREADS),1) $(BIN)/python -m benchmarks.quality --ablation
 
 bench-cold-start: install ## feature-only queries vs popularity for held-out ml-100k users
 	$(BIN)/python -m benchmarks.cold_start

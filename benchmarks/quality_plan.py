@@ -36,7 +36,7 @@ def main_overrides(model: str, budget_seconds: float) -> dict[str, Any]:
     if budget_seconds > 0:
         over["train.max_seconds"] = float(budget_seconds)
     if model == "bert4rec":
-        over["train.epochs"] = 30  # 200 in the config; a budgeted run needs a schedule that ends
+        over["train.epochs"] = 30  # 40 in the config; a budgeted run needs a schedule that ends
         over["train.eval_every"] = 2
     return over
 
