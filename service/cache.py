@@ -75,6 +75,9 @@ class TieredCache:
         self._seq = 0
         self._invalidated: LRUCache[str, int] = LRUCache(maxsize=epochs)
         self._writes: set[asyncio.Task[None]] = set()
+        # write-behind tasks per user index key, so an invalidation can wait for that user's
+        # L2 writes already past their stale check (see invalidate_user)
+        self._user_writes: dict[str, set[asyncio.Task[None]]] = {}
         self.max_write_behind = max_write_behind
         self.skipped_writes = 0
 
@@ -129,7 +132,17 @@ class TieredCache:
                 self._write_l2(key, value, user_id, model, index_key, snapshot)
             )
             self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            pending = self._user_writes.setdefault(index_key, set())
+            pending.add(task)
+            task.add_done_callback(lambda done: self._write_done(done, index_key))
+
+    def _write_done(self, task: asyncio.Task[None], index_key: str) -> None:
+        self._writes.discard(task)
+        pending = self._user_writes.get(index_key)
+        if pending is not None:
+            pending.discard(task)
+            if not pending:
+                del self._user_writes[index_key]
 
     async def _write_l2(
         self, key: str, value: bytes, user_id: str, model: str, index_key: str, snapshot: int | None
@@ -145,8 +158,15 @@ class TieredCache:
     async def invalidate_user(self, model: str, user_id: str) -> None:
         """Drop every cached key of the user (L2 first, so L2 cannot refill L1 after it)."""
         self._seq += 1
-        self._invalidated[keys.user_index_key(model, user_id)] = self._seq
+        index_key = keys.user_index_key(model, user_id)
+        self._invalidated[index_key] = self._seq
         await self.l1.invalidate_user(model, user_id)
+        # A write-behind task past its stale check may still be sending its SET on another
+        # pooled connection; if that SET reached Redis after the DEL below, a stale list would
+        # outlive the invalidation. Later tasks see the new epoch and skip; wait for these.
+        pending = list(self._user_writes.get(index_key, ()))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         await self.l2.invalidate_user(model, user_id)
         await self.l1.invalidate_user(model, user_id)
 

@@ -254,6 +254,34 @@ async def test_write_behind_drops_a_value_whose_user_is_invalidated_before_it_la
 
 
 @pytest.mark.asyncio
+async def test_an_invalidation_waits_for_a_write_behind_already_sending_its_set(
+    tiered: TieredCache,
+) -> None:
+    """The write passed its stale check and is on its way to Redis (another pooled connection)
+    when the user's invalidation starts: its SET must not land after the DEL."""
+    k = key("u1")
+    real_set = tiered.l2.set
+    sending, release = asyncio.Event(), asyncio.Event()
+
+    async def held_set(key: str, value: bytes, user_id: str, model: str) -> None:
+        sending.set()
+        await release.wait()  # the SET is still on its way while the event arrives
+        await real_set(key, value, user_id, model)
+
+    tiered.l2.set = held_set  # type: ignore[method-assign]
+    await tiered.set(k, b"stale", "u1", MODEL, snapshot=tiered.snapshot(), write_behind=True)
+    await sending.wait()
+    invalidation = asyncio.create_task(tiered.invalidate_user(MODEL, "u1"))
+    await asyncio.sleep(0.05)
+    release.set()
+    await invalidation
+    await tiered.drain()
+    tiered.l2.set = real_set  # type: ignore[method-assign]
+    assert await tiered.l2.get(k) is None
+    assert await tiered.get(k) == (None, "miss")
+
+
+@pytest.mark.asyncio
 async def test_write_behind_skips_l2_writes_beyond_the_in_flight_bound(redis_url: str) -> None:
     cache = TieredCache(
         L1Cache(size=1000, ttl_s=60), _redis_cache(redis_url, 60), max_write_behind=2
