@@ -103,13 +103,13 @@ def miss_paths(client: int) -> Iterator[tuple[str, str]]:
 def test_overload_gets_fast_503s_and_p99_recovers_once_load_drops(
     store_dir: Path, tmp_path: Path, size: Size
 ) -> None:
-    limit = 8
+    limit = 4  # 8 shed under 5% of this storm on a 2-core Xeon with AVX-512
     with live(store_dir, tmp_path, MAX_CONCURRENCY=str(limit)) as svc:
         with Load(svc.svc.port, clients=2, rate=50, paths=miss_paths) as before:
             time.sleep(2.0)
         inflight: list[float] = []
         rejected_before = svc.metric("cinesync_requests_total", result="rejected")
-        # open loop, 64 x 20/s of cache misses: about 3x what this machine computes
+        # open loop, 64 x 20/s of cache misses: more than 4 in flight at once on any 2-core machine
         with Load(svc.svc.port, clients=64, rate=20, paths=miss_paths) as storm:
             deadline = time.monotonic() + size.overload_s
             while time.monotonic() < deadline:
