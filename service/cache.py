@@ -75,8 +75,8 @@ class TieredCache:
         self._seq = 0
         self._invalidated: LRUCache[str, int] = LRUCache(maxsize=epochs)
         self._writes: set[asyncio.Task[None]] = set()
-        # write-behind tasks per user index key, so an invalidation can wait for that user's
-        # L2 writes already past their stale check (see invalidate_user)
+        # L2 write tasks per user index key, so an invalidation can wait for that user's writes
+        # already past their stale check (see invalidate_user)
         self._user_writes: dict[str, set[asyncio.Task[None]]] = {}
         self.max_write_behind = max_write_behind
         self.skipped_writes = 0
@@ -123,18 +123,16 @@ class TieredCache:
         if self._stale(index_key, snapshot):
             return
         await self.l1.set(key, value, user_id, model)
-        if not write_behind:
-            await self.l2.set(key, value, user_id, model)
-        elif len(self._writes) >= self.max_write_behind:
+        if write_behind and len(self._writes) >= self.max_write_behind:
             self.skipped_writes += 1
-        else:
-            task = asyncio.create_task(
-                self._write_l2(key, value, user_id, model, index_key, snapshot)
-            )
-            self._writes.add(task)
-            pending = self._user_writes.setdefault(index_key, set())
-            pending.add(task)
-            task.add_done_callback(lambda done: self._write_done(done, index_key))
+            return
+        # every L2 write is a tracked task, so the user's invalidation can wait for it
+        task = asyncio.create_task(self._write_l2(key, value, user_id, model, index_key, snapshot))
+        self._writes.add(task)
+        self._user_writes.setdefault(index_key, set()).add(task)
+        task.add_done_callback(lambda done: self._write_done(done, index_key))
+        if not write_behind:
+            await task
 
     def _write_done(self, task: asyncio.Task[None], index_key: str) -> None:
         self._writes.discard(task)
@@ -161,7 +159,7 @@ class TieredCache:
         index_key = keys.user_index_key(model, user_id)
         self._invalidated[index_key] = self._seq
         await self.l1.invalidate_user(model, user_id)
-        # A write-behind task past its stale check may still be sending its SET on another
+        # An L2 write past its stale check may still be sending its SET on another
         # pooled connection; if that SET reached Redis after the DEL below, a stale list would
         # outlive the invalidation. Later tasks see the new epoch and skip; wait for these.
         pending = list(self._user_writes.get(index_key, ()))

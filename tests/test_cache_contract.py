@@ -254,8 +254,9 @@ async def test_write_behind_drops_a_value_whose_user_is_invalidated_before_it_la
 
 
 @pytest.mark.asyncio
-async def test_an_invalidation_waits_for_a_write_behind_already_sending_its_set(
-    tiered: TieredCache,
+@pytest.mark.parametrize("write_behind", [True, False])
+async def test_an_invalidation_waits_for_an_l2_write_already_sending_its_set(
+    tiered: TieredCache, write_behind: bool
 ) -> None:
     """The write passed its stale check and is on its way to Redis (another pooled connection)
     when the user's invalidation starts: its SET must not land after the DEL."""
@@ -269,11 +270,14 @@ async def test_an_invalidation_waits_for_a_write_behind_already_sending_its_set(
         await real_set(key, value, user_id, model)
 
     tiered.l2.set = held_set  # type: ignore[method-assign]
-    await tiered.set(k, b"stale", "u1", MODEL, snapshot=tiered.snapshot(), write_behind=True)
+    setter = asyncio.create_task(
+        tiered.set(k, b"stale", "u1", MODEL, snapshot=tiered.snapshot(), write_behind=write_behind)
+    )
     await sending.wait()
     invalidation = asyncio.create_task(tiered.invalidate_user(MODEL, "u1"))
     await asyncio.sleep(0.05)
     release.set()
+    await setter
     await invalidation
     await tiered.drain()
     tiered.l2.set = real_set  # type: ignore[method-assign]
