@@ -28,7 +28,11 @@ class Cache(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None: ...
+    async def set(
+        self, key: str, value: bytes, user_id: str, model: str, generation: str | None = None
+    ) -> None:
+        """Store ``value``; with a ``generation`` (of the user's live events, as read before
+        computing it), a shared tier refuses it once the user has posted an event since."""
 
     async def invalidate_user(self, model: str, user_id: str) -> None: ...
 
@@ -43,7 +47,9 @@ class NullCache:
     async def get(self, key: str) -> bytes | None:
         return None
 
-    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
+    async def set(
+        self, key: str, value: bytes, user_id: str, model: str, generation: str | None = None
+    ) -> None:
         return None
 
     async def invalidate_user(self, model: str, user_id: str) -> None:
@@ -117,8 +123,10 @@ class TieredCache:
         *,
         snapshot: int | None = None,
         write_behind: bool = False,
+        generation: str | None = None,
     ) -> None:
-        """Store in both tiers, unless the user was invalidated after ``snapshot``."""
+        """Store in both tiers, unless the user was invalidated after ``snapshot`` (L2 also
+        refuses it when the user's event ``generation`` has moved on: see ``Cache.set``)."""
         index_key = keys.user_index_key(model, user_id)
         if self._stale(index_key, snapshot):
             return
@@ -127,7 +135,9 @@ class TieredCache:
             self.skipped_writes += 1
             return
         # every L2 write is a tracked task, so the user's invalidation can wait for it
-        task = asyncio.create_task(self._write_l2(key, value, user_id, model, index_key, snapshot))
+        task = asyncio.create_task(
+            self._write_l2(key, value, user_id, model, index_key, snapshot, generation)
+        )
         self._writes.add(task)
         self._user_writes.setdefault(index_key, set()).add(task)
         task.add_done_callback(lambda done: self._write_done(done, index_key))
@@ -143,10 +153,17 @@ class TieredCache:
                 del self._user_writes[index_key]
 
     async def _write_l2(
-        self, key: str, value: bytes, user_id: str, model: str, index_key: str, snapshot: int | None
+        self,
+        key: str,
+        value: bytes,
+        user_id: str,
+        model: str,
+        index_key: str,
+        snapshot: int | None,
+        generation: str | None,
     ) -> None:
         if not self._stale(index_key, snapshot):  # re-checked: an invalidation may have come
-            await self.l2.set(key, value, user_id, model)  # never raises (the Cache contract)
+            await self.l2.set(key, value, user_id, model, generation)  # never raises
 
     async def drain(self) -> None:
         """Wait for every L2 write in flight."""

@@ -76,7 +76,10 @@ class L1Cache:
             entry = self._data.get(key)
         return None if entry is None else entry[1]
 
-    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
+    async def set(
+        self, key: str, value: bytes, user_id: str, model: str, generation: str | None = None
+    ) -> None:
+        # one process: the TieredCache's invalidation epochs guard L1, not the generation
         self.set_indexed(key, value, keys.user_index_key(model, user_id))
 
     def set_indexed(self, key: str, value: bytes, index_key: str) -> None:

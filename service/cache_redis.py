@@ -61,7 +61,11 @@ return #members
 
 # Stores a value and adds its key to the user's index set, both with the TTL: one atomic command
 # (a MULTI/EXEC pipeline of the same three costs about 1.6x the client CPU in redis.asyncio).
+# With KEYS[3] (the user's event generation) and ARGV[3] (the generation the value was computed
+# from), the write is refused once the user has posted an event since: another replica may have
+# taken that event and deleted the user's keys already.
 _SET_LUA = """
+if KEYS[3] and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], KEYS[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -137,14 +141,21 @@ class RedisCache:
             self._count("hit")
         return payload
 
-    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
-        index_key = keys.user_index_key(model, user_id)
-        keys_: list[str] = [key, index_key]
-        args: list[bytes | int] = [encode_value(value), self._ttl_ms]
+    async def set(
+        self, key: str, value: bytes, user_id: str, model: str, generation: str | None = None
+    ) -> None:
+        keys_ = [key, keys.user_index_key(model, user_id)]
+        args: list[bytes | int | str] = [encode_value(value), self._ttl_ms]
+        if generation is not None:
+            keys_.append(keys.events_generation_key(model, user_id))
+            args.append(generation)
         try:
-            await self._call(lambda: self._set_script(keys=keys_, args=args))
+            stored = await self._call(lambda: self._set_script(keys=keys_, args=args))
         except _UnavailableError as exc:
             log.debug("cache set of %s skipped: %s", key, exc)
+            return
+        if not stored and self._metrics is not None:
+            self._metrics.stale_writes.inc()
 
     async def invalidate_user(self, model: str, user_id: str) -> None:
         index_key = keys.user_index_key(model, user_id)

@@ -10,6 +10,12 @@ in process, ``max_users`` users (least recently used dropped first).
 atomic round trip) and writes every event through to an in-process ``MemoryHistory`` too; when
 Redis fails or its breaker is open, reads and writes use that local store (counted), and nothing
 raises to the request. Events accepted during an outage are pushed once Redis answers again.
+
+Every append to a user's Redis list also raises the user's event *generation* (a counter, in the
+same script), and a read returns the generation it saw with the events (one script). A replica
+hands that generation to its L2 write, which Redis refuses when the user has posted an event
+since (``service.cache_redis``): a list computed from the old events can never land in L2 after
+another replica took the new event and invalidated the user.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 import redis.asyncio as aioredis
@@ -32,7 +39,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_ITEM_ID_CHARS = 256
 
-# KEYS[1] = the user's list; ARGV = cap, ttl_ms, item...; a repeat of the last item collapses.
+# KEYS[1] = the user's list, KEYS[2] = its generation; ARGV = cap, ttl_ms, item...; a repeat of
+# the last item collapses.
 _APPEND_LUA = """
 local last = redis.call('LINDEX', KEYS[1], -1)
 for i = 3, #ARGV do
@@ -43,8 +51,32 @@ for i = 3, #ARGV do
 end
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('LLEN', KEYS[1])
 """
+
+# KEYS as above; ARGV[1] = how many of the newest events. The generation and the events, read
+# atomically (an append between two separate reads would pair new events with an old generation).
+_READ_LUA = """
+return {redis.call('GET', KEYS[2]) or '0', redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)}
+"""
+
+# A generation no counter ever has: an L2 write guarded by it is always refused. Reads that fell
+# back to the in-process store return it, since they cannot say what Redis holds.
+UNKNOWN_GENERATION = "unknown"
+
+
+@dataclass(frozen=True)
+class LiveEvents:
+    """One read of a user's live events (oldest first) and the generation it saw.
+
+    ``generation`` is None when the events are not shared between replicas (the in-process
+    store), so there is nothing to guard an L2 write against.
+    """
+
+    items: list[str]
+    generation: str | None
 
 
 @runtime_checkable
@@ -52,6 +84,8 @@ class LiveHistory(Protocol):
     """A user's recent events, newest last."""
 
     async def append(self, user_id: str, item_id: str, ts: float) -> None: ...
+
+    async def read(self, user_id: str, limit: int) -> LiveEvents: ...
 
     async def recent(self, user_id: str, limit: int) -> list[str]: ...
 
@@ -107,6 +141,9 @@ class MemoryHistory:
     async def append(self, user_id: str, item_id: str, ts: float) -> None:
         self.append_now(user_id, item_id)
 
+    async def read(self, user_id: str, limit: int) -> LiveEvents:
+        return LiveEvents(self.recent_now(user_id, limit), None)
+
     async def recent(self, user_id: str, limit: int) -> list[str]:
         return self.recent_now(user_id, limit)
 
@@ -147,6 +184,8 @@ class RedisHistory:
         self.local = local if local is not None else MemoryHistory(cap=cap)
         self._metrics = metrics
         self._unsynced = MemoryHistory(cap=cap, max_users=self.local.max_users)
+        self._append_script = client.register_script(_APPEND_LUA)
+        self._read_script = client.register_script(_READ_LUA)
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T | None:
         """The command's answer, or None when Redis failed, timed out or the breaker is open."""
@@ -162,10 +201,16 @@ class RedisHistory:
         self.breaker.record_success()
         return result
 
+    def _keys(self, user_id: str) -> list[str]:
+        return [
+            keys.events_key(self._model, user_id),
+            keys.events_generation_key(self._model, user_id),
+        ]
+
     async def _push(self, user_id: str, items: list[str]) -> bool:
-        key = keys.events_key(self._model, user_id)
+        keys_ = self._keys(user_id)
         args: list[str | int] = [self.cap, self._ttl_ms, *items]
-        return await self._call(lambda: self._redis.eval(_APPEND_LUA, 1, key, *args)) is not None
+        return await self._call(lambda: self._append_script(keys=keys_, args=args)) is not None
 
     def _fallback(self, op: str) -> None:
         if self._metrics is not None:
@@ -179,27 +224,38 @@ class RedisHistory:
                 self._unsynced.append_now(user_id, item)
             self._fallback("append")
 
-    async def recent(self, user_id: str, limit: int) -> list[str]:
+    async def read(self, user_id: str, limit: int) -> LiveEvents:
         if limit <= 0:
-            return []
+            return LiveEvents([], None)  # nothing read, so nothing computed from it to guard
         pending = self._unsynced.take(user_id)
         if pending and not await self._push(user_id, pending):
             for item in pending:
                 self._unsynced.append_now(user_id, item)
-            self._fallback("recent")
-            return self.local.recent_now(user_id, limit)
-        key = keys.events_key(self._model, user_id)
-        raw = await self._call(lambda: self._redis.lrange(key, -min(limit, self.cap), -1))
-        if raw is None:
-            self._fallback("recent")
-            return self.local.recent_now(user_id, limit)
+            return self._read_locally(user_id, limit)
+        keys_ = self._keys(user_id)
+        count = min(limit, self.cap)
+        answer = await self._call(lambda: self._read_script(keys=keys_, args=[count]))
+        if not isinstance(answer, list) or len(answer) != 2 or not isinstance(answer[1], list):
+            return self._read_locally(user_id, limit)
+        generation, raw = _text(answer[0]), answer[1]
         if not raw:
             known = self.local.recent_now(user_id, self.cap)
-            if known:
-                await self._push(user_id, known)  # Redis lost the list (a restart): re-seed it
-            return known[-limit:]
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
+            if known:  # Redis lost the list (a restart): re-seed it; that raises the generation,
+                await self._push(user_id, known)  # so a write guarded by this read is refused
+            return LiveEvents(known[-limit:], generation)
+        return LiveEvents([_text(v) for v in raw], generation)
+
+    def _read_locally(self, user_id: str, limit: int) -> LiveEvents:
+        self._fallback("recent")
+        return LiveEvents(self.local.recent_now(user_id, limit), UNKNOWN_GENERATION)
+
+    async def recent(self, user_id: str, limit: int) -> list[str]:
+        return (await self.read(user_id, limit)).items
 
     async def close(self) -> None:
         await self.local.close()
         await self._unsynced.close()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

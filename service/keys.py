@@ -103,6 +103,12 @@ def events_key(model: str, user_id: str) -> str:
     return f"{PREFIX}:{_model(model)}:events:{user_token(user_id)}"
 
 
+def events_generation_key(model: str, user_id: str) -> str:
+    """A counter raised with every append to the user's live events: an L2 write computed from
+    an older read of the events is refused (the cross-replica read-your-writes guard)."""
+    return f"{PREFIX}:{_model(model)}:eventgen:{user_token(user_id)}"
+
+
 def invalidation_channel(model: str) -> str:
     """The pub/sub channel on which replicas announce a user's invalidation (L1 of the others)."""
     return f"{PREFIX}:{_model(model)}:invalidate"

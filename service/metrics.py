@@ -93,6 +93,12 @@ class ServiceMetrics:
             ["op"], registry=r,
         )  # fmt: skip
 
+        self.stale_writes = Counter(
+            "cinesync_cache_stale_writes_total",
+            "L2 writes Redis refused: the user posted an event after the value was computed.",
+            registry=r,
+        )
+
         self._cache_children = {
             (t, res): self.cache_requests.labels(t, res)
             for t in CACHE_TIERS

@@ -103,15 +103,16 @@ class Recommender:
             raise NotReadyError(f"no model bundle is loaded: {detail}")
         return bundle
 
-    async def user_history(self, bundle: Bundle, user_id: str) -> np.ndarray:
-        """Bundle history + live events mapped to this bundle's ids (unknown ids dropped)."""
+    async def user_history(self, bundle: Bundle, user_id: str) -> tuple[np.ndarray, str | None]:
+        """Bundle history + live events mapped to this bundle's ids (unknown ids dropped), and
+        the generation of the live events read (see ``LiveEvents``)."""
         known = bundle.users.get(user_id)
-        live = await self.history.recent(user_id, bundle.encoder.max_len)
+        live = await self.history.read(user_id, bundle.encoder.max_len)
         index_of = bundle.catalog.index_of
-        mapped = [index_of[i] for i in live if i in index_of]
+        mapped = [index_of[i] for i in live.items if i in index_of]
         if not mapped:
-            return known
-        return np.concatenate([known, np.asarray(mapped, dtype=np.int64)])
+            return known, live.generation
+        return np.concatenate([known, np.asarray(mapped, dtype=np.int64)]), live.generation
 
     async def recommend(
         self,
@@ -167,7 +168,7 @@ class Recommender:
     async def _compute(
         self, bundle: Bundle, user_id: str, query: Query, key: str, snapshot: int
     ) -> _Computed:
-        history = await self.user_history(bundle, user_id)
+        history, generation = await self.user_history(bundle, user_id)
         if bundle.n_items <= self.inline_max_items:  # cheaper than a worker-thread hop
             ranked = rank(bundle, history, query, self.n_full, self.n_content)
         else:
@@ -180,7 +181,13 @@ class Recommender:
             self.metrics.index_search_duration.observe(ranked.search_seconds)
         payload = render_payload(bundle, ranked)
         await self.cache.set(
-            key, payload, user_id, bundle.name, snapshot=snapshot, write_behind=True
+            key,
+            payload,
+            user_id,
+            bundle.name,
+            snapshot=snapshot,  # this replica's events since: not stored in either tier
+            write_behind=True,
+            generation=generation,  # any replica's events since: not stored in L2
         )
         return _Computed(payload, ranked.strategy)
 
@@ -192,7 +199,7 @@ class Recommender:
         item = bundle.catalog.index_of.get(item_id)
         if item is None:
             raise UnknownItemError(f"unknown item {item_id[:64]!r} in {bundle.label}")
-        history = await self.user_history(bundle, user_id)
+        history, _ = await self.user_history(bundle, user_id)
         result = await anyio.to_thread.run_sync(
             explain, bundle, history, item, self.n_full, self.n_content, codes
         )

@@ -31,8 +31,10 @@ class TieredAsCache:
     async def get(self, key: str) -> bytes | None:
         return (await self.tiered.get(key))[0]
 
-    async def set(self, key: str, value: bytes, user_id: str, model: str) -> None:
-        await self.tiered.set(key, value, user_id, model)
+    async def set(
+        self, key: str, value: bytes, user_id: str, model: str, generation: str | None = None
+    ) -> None:
+        await self.tiered.set(key, value, user_id, model, generation=generation)
 
     async def invalidate_user(self, model: str, user_id: str) -> None:
         await self.tiered.invalidate_user(model, user_id)
@@ -264,10 +266,12 @@ async def test_an_invalidation_waits_for_an_l2_write_already_sending_its_set(
     real_set = tiered.l2.set
     sending, release = asyncio.Event(), asyncio.Event()
 
-    async def held_set(key: str, value: bytes, user_id: str, model: str) -> None:
+    async def held_set(
+        key: str, value: bytes, user_id: str, model: str, generation: str | None = None
+    ) -> None:
         sending.set()
         await release.wait()  # the SET is still on its way while the event arrives
-        await real_set(key, value, user_id, model)
+        await real_set(key, value, user_id, model, generation)
 
     tiered.l2.set = held_set  # type: ignore[method-assign]
     setter = asyncio.create_task(

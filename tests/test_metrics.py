@@ -27,6 +27,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "cinesync_online_gini": ("gauge", set()),
     "cinesync_inflight_requests": ("gauge", set()),
     "cinesync_history_fallbacks": ("counter", {"op"}),  # addition beyond the COMMON.md list
+    "cinesync_cache_stale_writes": ("counter", set()),  # addition: refused L2 writes
 }
 
 
