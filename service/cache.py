@@ -80,6 +80,7 @@ class TieredCache:
         self.l2 = l2
         self._seq = 0
         self._invalidated: LRUCache[str, int] = LRUCache(maxsize=epochs)
+        self._forgotten_at = 0  # the epoch of the last forget_local(): every user invalidated
         self._writes: set[asyncio.Task[None]] = set()
         # L2 write tasks per user index key, so an invalidation can wait for that user's writes
         # already past their stale check (see invalidate_user)
@@ -94,7 +95,7 @@ class TieredCache:
     def _stale(self, index_key: str | None, snapshot: int | None) -> bool:
         if snapshot is None or index_key is None:
             return False
-        return self._invalidated.get(index_key, 0) > snapshot
+        return max(self._forgotten_at, self._invalidated.get(index_key, 0)) > snapshot
 
     async def get(self, key: str) -> tuple[bytes | None, Tier]:
         """The value and the tier that answered (``miss`` when neither had it)."""
@@ -184,6 +185,13 @@ class TieredCache:
             await asyncio.gather(*pending, return_exceptions=True)
         await self.l2.invalidate_user(model, user_id)
         await self.l1.invalidate_user(model, user_id)
+
+    def forget_local(self) -> None:
+        """Drop every L1 entry, and make every write taken before now a no-op in both tiers (as
+        if every user had been invalidated): this replica may have missed invalidations."""
+        self._seq += 1
+        self._forgotten_at = self._seq
+        self.l1.clear()
 
     async def close(self) -> None:
         await self.drain()

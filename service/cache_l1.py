@@ -103,12 +103,16 @@ class L1Cache:
             for key in self._index.pop(index_key, set()):
                 self._data.pop(key, None)
 
-    async def close(self) -> None:
+    def clear(self) -> None:
+        """Drop every entry."""
         if self._data is None:
             return
         with self._lock:
             self._data.clear()
             self._index.clear()
+
+    async def close(self) -> None:
+        self.clear()
 
     def _unindex(self, index_key: str, key: str) -> None:
         """Called with the lock held (from set/invalidate or from the TTLCache hooks)."""

@@ -1,7 +1,11 @@
 """Read-your-writes across replicas: a replica that takes an event invalidates the user in its
 own L1 and in Redis at once, then announces it on a Redis pub/sub channel; every other replica
-drops the user from its L1 on receipt (milliseconds later). Without Redis there is one replica,
-and without a reachable Redis the other replicas' L1 entries age out after `cache.l1_ttl_s`."""
+drops the user from its L1 on receipt (milliseconds later). Without Redis there is one replica.
+
+Pub/sub delivers nothing to a subscriber that is not connected, so whenever this replica's
+subscription is confirmed (at start, and after every reconnection) it drops its whole L1
+(``on_subscribed``): an announcement it may have missed while it was away cannot leave a stale
+list in L1 for the rest of its TTL."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from service.redis_client import REDIS_ERRORS
 log = logging.getLogger(__name__)
 
 Invalidate = Callable[[str, str], Awaitable[None]]  # (model, user_id)
+Forget = Callable[[], None]  # drop everything this replica holds in L1
 MAX_BACKOFF_S = 5.0
 POLL_S = 1.0
 
@@ -34,14 +39,17 @@ class Invalidations:
         model: str,
         apply: Invalidate,
         *,
+        on_subscribed: Forget,
         breaker: CircuitBreaker,
         timeout_s: float,
     ) -> None:
         self._client, self._model, self._apply = client, model, apply
+        self._on_subscribed = on_subscribed
         self._breaker, self._timeout_s = breaker, timeout_s
         self.channel = keys.invalidation_channel(model)
         self.origin = uuid.uuid4().hex
         self.received = 0
+        self.subscriptions = 0  # confirmed subscriptions: 1 + reconnections
 
     async def publish(self, user_id: str) -> None:
         """Announce `user_id`'s invalidation; a Redis failure is logged, never raised."""
@@ -60,13 +68,20 @@ class Invalidations:
         """Subscribe and apply messages until cancelled; reconnect with backoff."""
         backoff = 0.1
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=POLL_S)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    if message.get("type") == "subscribe":
+                        # from here on every announcement reaches us; the ones sent while we
+                        # were away did not: forget what they may have invalidated
+                        self.subscriptions += 1
+                        self._on_subscribed()
+                    elif message.get("type") == "message":
                         await self._handle(message.get("data"))
             except REDIS_ERRORS as exc:
                 log.debug("invalidation subscriber: %s: %s", type(exc).__name__, exc)

@@ -158,6 +158,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
             redis.client,
             settings.model_name,
             cache.invalidate_user,
+            on_subscribed=cache.forget_local,
             breaker=redis.breaker,
             timeout_s=settings.redis.socket_timeout_s,
         )

@@ -232,6 +232,22 @@ async def test_tiered_does_not_refill_l1_from_an_l2_read_that_raced_an_invalidat
 
 
 @pytest.mark.asyncio
+async def test_forget_local_drops_l1_and_refuses_every_write_computed_before_it(
+    tiered: TieredCache,
+) -> None:
+    await tiered.set(key("u1"), b"v1", "u1", MODEL)
+    before = tiered.snapshot()  # a miss starts computing ...
+    tiered.forget_local()  # ... the replica learns it may have missed invalidations ...
+    assert tiered.l1.peek(key("u1")) is None
+    await tiered.set(key("u2"), b"stale", "u2", MODEL, snapshot=before)  # ... the answer lands
+    assert tiered.l1.peek(key("u2")) is None
+    assert await tiered.l2.get(key("u2")) is None
+    await tiered.set(key("u3"), b"new", "u3", MODEL, snapshot=tiered.snapshot())
+    assert await tiered.get(key("u3")) == (b"new", "l1")
+    assert await tiered.get(key("u1")) == (b"v1", "l2")  # L2 is shared: not this replica's to drop
+
+
+@pytest.mark.asyncio
 async def test_write_behind_stores_in_l1_at_once_and_in_l2_after_drain(
     tiered: TieredCache,
 ) -> None:

@@ -1,0 +1,89 @@
+"""Cross-replica L1 invalidation over Redis pub/sub, with a real Redis that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from service import keys
+from service.breaker import CircuitBreaker
+from service.cache import NullCache, TieredCache
+from service.cache_l1 import L1Cache
+from service.invalidation import Invalidations
+from service.redis_client import make_redis
+
+if TYPE_CHECKING:
+    from conftest import RedisServer
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.redis]
+
+MODEL = "cinesync"
+
+
+def recs(user_id: str) -> str:
+    return keys.recs_key(MODEL, 1, user_id, keys.params_digest(k=10))
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+class Replica:
+    """One replica's L1 and its invalidation subscriber (no L2: only L1 is at stake here)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = make_redis(url, socket_timeout_s=0.5, connect_timeout_s=0.5,
+                                 max_connections=4)  # fmt: skip
+        self.cache = TieredCache(L1Cache(100, 60.0), NullCache())
+        self.invalidations = Invalidations(
+            self.client, MODEL, self.cache.invalidate_user, on_subscribed=self.cache.forget_local,
+            breaker=CircuitBreaker(50, 0.1), timeout_s=0.5,
+        )  # fmt: skip
+        self.task = asyncio.create_task(self.invalidations.run())
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.cache.close()
+        await self.client.aclose()
+
+
+async def test_an_announcement_drops_the_user_from_the_other_replicas_l1(
+    private_redis: RedisServer,
+) -> None:
+    a, b = Replica(private_redis.url), Replica(private_redis.url)
+    try:
+        await until(lambda: a.invalidations.subscriptions == b.invalidations.subscriptions == 1)
+        await b.cache.set(recs("u1"), b"list", "u1", MODEL)
+        await b.cache.set(recs("u2"), b"list", "u2", MODEL)
+        await a.invalidations.publish("u1")
+        await until(lambda: b.cache.l1.peek(recs("u1")) is None)
+        assert b.cache.l1.peek(recs("u2")) == b"list"  # only that user
+        assert a.invalidations.received == 0  # a replica ignores its own announcements
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_resubscription_forgets_l1_since_announcements_may_have_been_missed(
+    private_redis: RedisServer,
+) -> None:
+    a = Replica(private_redis.url)
+    try:
+        await until(lambda: a.invalidations.subscriptions == 1)
+        await a.cache.set(recs("u1"), b"listed before the gap", "u1", MODEL)
+        private_redis.stop()  # an event announced now would never reach this replica
+        await asyncio.sleep(0.3)
+        assert a.cache.l1.peek(recs("u1")) == b"listed before the gap"  # still serving L1
+        private_redis.start()
+        await until(lambda: a.invalidations.subscriptions == 2)
+        assert a.cache.l1.peek(recs("u1")) is None
+    finally:
+        await a.close()
