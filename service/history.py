@@ -9,7 +9,12 @@ in process, ``max_users`` users (least recently used dropped first).
 ``RedisHistory`` keeps a capped list per user (Lua: compare last, RPUSH, LTRIM, PEXPIRE, one
 atomic round trip) and writes every event through to an in-process ``MemoryHistory`` too; when
 Redis fails or its breaker is open, reads and writes use that local store (counted), and nothing
-raises to the request. Events accepted during an outage are pushed once Redis answers again.
+raises to the request. Events accepted while Redis could not take them wait in a bounded
+``PendingEvents`` and are pushed, in order, once it answers again: by the user's next call on
+this replica, or by the background ``sync`` within a second, whichever comes first. A push
+that did not come with the user's own event is followed by ``on_synced(user_id)``, which the
+service wires to invalidate the user everywhere (L2 and, over pub/sub, every L1): other replicas
+may have served that user from Redis without those events meanwhile.
 
 Every append to a user's Redis list also raises the user's event *generation* (a counter, in the
 same script), and a read returns the generation it saw with the events (one script). A replica
@@ -132,12 +137,6 @@ class MemoryHistory:
             events = self._users.get(keys.user_token(user_id))
             return [] if events is None else list(events)[-limit:]
 
-    def take(self, user_id: str) -> list[str]:
-        """Remove and return the user's events."""
-        with self._lock:
-            events = self._users.pop(keys.user_token(user_id), None)
-        return [] if events is None else list(events)
-
     async def append(self, user_id: str, item_id: str, ts: float) -> None:
         self.append_now(user_id, item_id)
 
@@ -150,6 +149,45 @@ class MemoryHistory:
     async def close(self) -> None:
         with self._lock:
             self._users.clear()
+
+
+class PendingEvents:
+    """Events accepted by this replica that Redis has not taken yet, per user id, oldest first.
+
+    At most ``cap`` events per user (the newest kept) and ``max_users`` users; beyond that the
+    user touched least recently is dropped, with a warning (their events stay in this replica's
+    in-process history). User ids are kept as given (their length is bounded by the API).
+    """
+
+    def __init__(self, cap: int, max_users: int) -> None:
+        self.cap, self.max_users = cap, max_users
+        self._users: OrderedDict[str, list[str]] = OrderedDict()
+        self.dropped_users = 0
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def users(self) -> list[str]:
+        """The user ids with pending events, least recently touched first."""
+        return list(self._users)
+
+    def take(self, user_id: str) -> list[str]:
+        return self._users.pop(user_id, [])
+
+    def add(self, user_id: str, items: list[str]) -> None:
+        """Queue ``items`` after the user's pending ones."""
+        self._put(user_id, self._users.pop(user_id, []) + items)
+
+    def restore(self, user_id: str, items: list[str]) -> None:
+        """Put back ``items`` that a push did not deliver, before any queued since."""
+        self._put(user_id, items + self._users.pop(user_id, []))
+
+    def _put(self, user_id: str, items: list[str]) -> None:
+        self._users[user_id] = items[-self.cap :]
+        while len(self._users) > self.max_users:
+            dropped, _ = self._users.popitem(last=False)
+            self.dropped_users += 1
+            log.warning("live history: events of user %r never reached Redis", dropped[:64])
 
 
 class RedisHistory:
@@ -183,7 +221,9 @@ class RedisHistory:
         self.breaker = breaker
         self.local = local if local is not None else MemoryHistory(cap=cap)
         self._metrics = metrics
-        self._unsynced = MemoryHistory(cap=cap, max_users=self.local.max_users)
+        self.pending = PendingEvents(cap, self.local.max_users)
+        # set by the service: invalidate the user everywhere after a push of pending events
+        self.on_synced: Callable[[str], Awaitable[None]] | None = None
         self._append_script = client.register_script(_APPEND_LUA)
         self._read_script = client.register_script(_READ_LUA)
 
@@ -218,19 +258,46 @@ class RedisHistory:
 
     async def append(self, user_id: str, item_id: str, ts: float) -> None:
         self.local.append_now(user_id, item_id)
-        pending = self._unsynced.take(user_id)
-        if not await self._push(user_id, [*pending, item_id]):
-            for item in [*pending, item_id]:
-                self._unsynced.append_now(user_id, item)
+        items = [*self.pending.take(user_id), item_id]
+        if not await self._push(user_id, items):  # (the caller invalidates the user after)
+            self.pending.restore(user_id, items)
             self._fallback("append")
+
+    async def _push_pending(self, user_id: str) -> bool:
+        """Push the user's pending events, if any; False when they could not be delivered."""
+        items = self.pending.take(user_id)
+        if not items:
+            return True
+        if not await self._push(user_id, items):
+            self.pending.restore(user_id, items)
+            return False
+        if self.on_synced is not None:
+            await self.on_synced(user_id)
+        return True
+
+    async def sync(self, max_users: int = 1000) -> int:
+        """Push the pending events of up to ``max_users`` users (oldest first) while Redis
+        answers; the number of users whose events were delivered."""
+        delivered = 0
+        for user_id in self.pending.users()[:max_users]:
+            if not await self._push_pending(user_id):  # (at once while the breaker is open)
+                break
+            delivered += 1
+        if delivered:
+            log.info("live history: pushed the pending events of %d users", delivered)
+        return delivered
+
+    async def run_sync(self, interval_s: float = 1.0) -> None:
+        """``sync`` every ``interval_s`` while there is something pending, until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.pending:
+                await self.sync()
 
     async def read(self, user_id: str, limit: int) -> LiveEvents:
         if limit <= 0:
             return LiveEvents([], None)  # nothing read, so nothing computed from it to guard
-        pending = self._unsynced.take(user_id)
-        if pending and not await self._push(user_id, pending):
-            for item in pending:
-                self._unsynced.append_now(user_id, item)
+        if not await self._push_pending(user_id):
             return self._read_locally(user_id, limit)
         keys_ = self._keys(user_id)
         count = min(limit, self.cap)
@@ -254,7 +321,6 @@ class RedisHistory:
 
     async def close(self) -> None:
         await self.local.close()
-        await self._unsynced.close()
 
 
 def _text(value: object) -> str:

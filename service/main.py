@@ -26,6 +26,7 @@ from service.breaker_probe import watch_breaker
 from service.encoder import check_gpu_at_start
 from service.errors import ReloadError, SettingsError, UnknownVersionError
 from service.fastpath import RecommendFastPath
+from service.history import RedisHistory
 from service.limits import ConcurrencyLimit, RequestSizeLimit
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
@@ -61,6 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task.add_done_callback(state.background.discard)
         if state.invalidations is not None:
             state.background.add(asyncio.create_task(state.invalidations.run()))
+        if isinstance(state.history, RedisHistory):
+            sync = state.history.run_sync(settings.events.sync_interval_s)
+            state.background.add(asyncio.create_task(sync))
         if state.breaker is not None and state.redis is not None:
             client, rs = state.redis, settings.redis
             probe = watch_breaker(

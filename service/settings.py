@@ -97,6 +97,8 @@ class EventSettings(_Section):
     max_users: int = Field(
         default=100_000, ge=1
     )  # users whose live history is kept in process (LRU)
+    # how often events accepted while Redis could not take them are pushed once it answers
+    sync_interval_s: float = Field(default=1.0, gt=0, le=3600)
 
 
 class Settings(BaseSettings):

@@ -92,7 +92,7 @@ class _RedisParts:
     client: aioredis.Redis
     reachable: bool
     l2: Cache
-    history: LiveHistory
+    history: RedisHistory
     breaker: CircuitBreaker
 
 
@@ -182,6 +182,10 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         feature_queries=settings.feature_queries,
         announce=invalidations.publish if invalidations is not None else None,
     )
+    if redis is not None:
+        redis.history.on_synced = functools.partial(
+            _forget_user, cache, settings.model_name, invalidations
+        )
     limiter = EventRateLimit(
         ClientResolver(settings.trusted_proxies),
         TokenBuckets(
@@ -204,6 +208,15 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         invalidations,
         breaker=redis.breaker if redis is not None else None,
     )
+
+
+async def _forget_user(
+    cache: TieredCache, model: str, invalidations: Invalidations | None, user_id: str
+) -> None:
+    """What an event does to the caches, for events that reached Redis late (RedisHistory)."""
+    await cache.invalidate_user(model, user_id)
+    if invalidations is not None:
+        await invalidations.publish(user_id)
 
 
 def _load(store: ModelStore, settings: Settings, version: int | None) -> Bundle:

@@ -51,6 +51,30 @@ async def test_an_event_on_one_replica_is_read_on_another(
         assert watched not in [i["item_id"] for i in after["items"]]
 
 
+async def test_an_event_taken_while_redis_was_away_reaches_the_other_replica_when_it_is_back(
+    published_store: Path, redis_server: RedisServer, redis_url: str
+) -> None:
+    settings = redis_settings(published_store, redis_url, events={"sync_interval_s": 0.05})
+    async with running_app(settings) as a, running_app(settings) as b:  # type: ignore[arg-type]
+        before = (await b.get("/recommend/partitioned")).json()
+        watched = before["items"][0]["item_id"]
+        redis_server.pause()
+        try:
+            r = await a.post("/users/partitioned/events", json={"item_id": watched, "type": "view"})
+            assert r.status_code == 202  # accepted, kept in A's process until Redis answers
+        finally:
+            redis_server.resume()
+        # no further request reaches A: its background sync pushes the event and invalidates
+        # the user everywhere (B's L1 over pub/sub, the L2 entry B wrote)
+        for _ in range(300):
+            after = (await b.get("/recommend/partitioned")).json()
+            if after["strategy"] == "blend":
+                break
+            await asyncio.sleep(0.02)
+        assert after["strategy"] == "blend"
+        assert watched not in [i["item_id"] for i in after["items"]]
+
+
 async def test_redis_absent_at_start_still_serves_from_l1(
     published_store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

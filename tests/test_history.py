@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from service import keys
 from service.breaker import CircuitBreaker
-from service.history import LiveHistory, MemoryHistory, RedisHistory
+from service.history import LiveHistory, MemoryHistory, PendingEvents, RedisHistory
 from service.metrics import ServiceMetrics
 from service.redis_client import make_redis
 
@@ -147,6 +147,82 @@ async def test_events_accepted_while_redis_was_paused_reach_redis_when_it_answer
     finally:
         await close(history)
         await close(replica)
+
+
+async def sync_once_redis_answers(history: RedisHistory) -> int:
+    """The first non-zero ``sync()`` (the breaker lets one probe through after its reset)."""
+    for _ in range(250):
+        delivered = await history.sync()
+        if delivered:
+            return delivered
+        await asyncio.sleep(0.02)
+    raise AssertionError("nothing was delivered")
+
+
+@pytest.mark.asyncio
+async def test_events_accepted_during_an_outage_reach_redis_without_another_call_for_the_user(
+    private_redis: RedisServer,
+) -> None:
+    history = redis_history(private_redis.url)
+    replica = redis_history(private_redis.url)
+    synced: list[str] = []
+
+    async def on_synced(user_id: str) -> None:
+        synced.append(user_id)
+
+    history.on_synced = on_synced
+    try:
+        await append_all(history, "u1", ["a"])
+        private_redis.pause()
+        await append_all(history, "u1", ["b"])  # times out: pending
+        await append_all(history, "u2", ["z"])
+        assert len(history.pending) == 2
+        private_redis.resume()
+        assert await sync_once_redis_answers(history) == 2  # no call for u1 or u2 was needed
+        assert await replica.recent("u1", 10) == ["a", "b"]
+        assert await replica.recent("u2", 10) == ["z"]
+        assert synced == ["u1", "u2"]  # so the service invalidates them everywhere
+        assert len(history.pending) == 0
+        assert await history.sync() == 0
+    finally:
+        await close(history)
+        await close(replica)
+
+
+@pytest.mark.asyncio
+async def test_events_a_push_did_not_deliver_stay_before_newer_ones(
+    private_redis: RedisServer,
+) -> None:
+    history = redis_history(private_redis.url)
+    replica = redis_history(private_redis.url)
+    try:
+        private_redis.pause()
+        await append_all(history, "u1", ["a"])
+        assert await history.recent("u1", 10) == ["a"]  # its push of "a" fails: put back
+        await append_all(history, "u1", ["b"])
+        assert await history.sync() == 0  # still away: nothing delivered, nothing lost
+        private_redis.resume()
+        assert await sync_once_redis_answers(history) == 1
+        assert await replica.recent("u1", 10) == ["a", "b"]
+    finally:
+        await close(history)
+        await close(replica)
+
+
+def test_pending_events_are_bounded_per_user_and_in_users() -> None:
+    pending = PendingEvents(cap=3, max_users=2)
+    pending.add("u1", ["a", "b"])
+    pending.add("u1", ["c", "d"])
+    assert pending.take("u1") == ["b", "c", "d"]  # the newest cap
+    pending.restore("u1", ["x"])
+    pending.add("u2", ["y"])
+    pending.restore("u2", ["w"])  # undelivered events go before the ones queued since
+    assert pending.users() == ["u1", "u2"]
+    pending.add("u3", ["z"])  # a third user: the one touched least recently is dropped
+    assert pending.users() == ["u2", "u3"]
+    assert pending.dropped_users == 1
+    assert pending.take("u2") == ["w", "y"]
+    assert pending.take("nobody") == []
 
 
 @pytest.mark.asyncio
