@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RedisServer, free_port
 from service_fixtures import make_settings, running_app
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.redis]
+
+
+async def until_blend(client: object, path: str, attempts: int, pause_s: float) -> dict[str, Any]:
+    """Ask `path` until the answer's strategy is `blend` (or attempts run out); the last answer."""
+    for _ in range(attempts):
+        answer: dict[str, Any] = (await client.get(path)).json()  # type: ignore[attr-defined]
+        if answer["strategy"] == "blend":
+            break
+        await asyncio.sleep(pause_s)
+    return answer
 
 
 def redis_settings(store: Path, url: str, **extra: object) -> object:
@@ -42,11 +53,8 @@ async def test_an_event_on_one_replica_is_read_on_another(
         r = await a.post("/users/shared-user/events", json={"item_id": watched, "type": "view"})
         assert r.status_code == 202
         assert (await a.get("/recommend/shared-user")).json()["strategy"] == "blend"
-        for _ in range(100):  # the other replica hears of it over pub/sub within milliseconds
-            after = (await b.get("/recommend/shared-user")).json()
-            if after["strategy"] == "blend":
-                break
-            await asyncio.sleep(0.01)
+        # the other replica hears of it over pub/sub within milliseconds
+        after = await until_blend(b, "/recommend/shared-user", 100, 0.01)
         assert after["strategy"] == "blend"
         assert watched not in [i["item_id"] for i in after["items"]]
 
@@ -66,11 +74,7 @@ async def test_an_event_taken_while_redis_was_away_reaches_the_other_replica_whe
             redis_server.resume()
         # no further request reaches A: its background sync pushes the event and invalidates
         # the user everywhere (B's L1 over pub/sub, the L2 entry B wrote)
-        for _ in range(300):
-            after = (await b.get("/recommend/partitioned")).json()
-            if after["strategy"] == "blend":
-                break
-            await asyncio.sleep(0.02)
+        after = await until_blend(b, "/recommend/partitioned", 300, 0.02)
         assert after["strategy"] == "blend"
         assert watched not in [i["item_id"] for i in after["items"]]
 

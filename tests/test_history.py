@@ -47,6 +47,15 @@ async def history(request: pytest.FixtureRequest) -> AsyncIterator[LiveHistory]:
     await close(impl)
 
 
+@pytest_asyncio.fixture
+async def pair(private_redis: RedisServer) -> AsyncIterator[tuple[RedisHistory, RedisHistory]]:
+    """Two replicas' live histories on a Redis of the test's own (which it may pause or stop)."""
+    history, replica = redis_history(private_redis.url), redis_history(private_redis.url)
+    yield history, replica
+    await close(history)
+    await close(replica)
+
+
 async def append_all(history: LiveHistory, user: str, items: list[str]) -> None:
     for i, item in enumerate(items):
         await history.append(user, item, 1_700_000_000.0 + i)
@@ -133,20 +142,15 @@ async def test_redis_down_falls_back_in_process_and_never_raises(
 
 @pytest.mark.asyncio
 async def test_events_accepted_while_redis_was_paused_reach_redis_when_it_answers(
-    private_redis: RedisServer,
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
 ) -> None:
-    history = redis_history(private_redis.url)
-    replica = redis_history(private_redis.url)
-    try:
-        await append_all(history, "u1", ["a", "b"])
-        private_redis.pause()
-        await append_all(history, "u1", ["c"])  # times out: kept in process
-        private_redis.resume()
-        await append_all(history, "u1", ["d"])
-        assert await replica.recent("u1", 10) == ["a", "b", "c", "d"]
-    finally:
-        await close(history)
-        await close(replica)
+    history, replica = pair
+    await append_all(history, "u1", ["a", "b"])
+    private_redis.pause()
+    await append_all(history, "u1", ["c"])  # times out: kept in process
+    private_redis.resume()
+    await append_all(history, "u1", ["d"])
+    assert await replica.recent("u1", 10) == ["a", "b", "c", "d"]
 
 
 async def sync_once_redis_answers(history: RedisHistory) -> int:
@@ -161,52 +165,42 @@ async def sync_once_redis_answers(history: RedisHistory) -> int:
 
 @pytest.mark.asyncio
 async def test_events_accepted_during_an_outage_reach_redis_without_another_call_for_the_user(
-    private_redis: RedisServer,
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
 ) -> None:
-    history = redis_history(private_redis.url)
-    replica = redis_history(private_redis.url)
+    history, replica = pair
     synced: list[str] = []
 
     async def on_synced(user_id: str) -> None:
         synced.append(user_id)
 
     history.on_synced = on_synced
-    try:
-        await append_all(history, "u1", ["a"])
-        private_redis.pause()
-        await append_all(history, "u1", ["b"])  # times out: pending
-        await append_all(history, "u2", ["z"])
-        assert len(history.pending) == 2
-        private_redis.resume()
-        assert await sync_once_redis_answers(history) == 2  # no call for u1 or u2 was needed
-        assert await replica.recent("u1", 10) == ["a", "b"]
-        assert await replica.recent("u2", 10) == ["z"]
-        assert synced == ["u1", "u2"]  # so the service invalidates them everywhere
-        assert len(history.pending) == 0
-        assert await history.sync() == 0
-    finally:
-        await close(history)
-        await close(replica)
+    await append_all(history, "u1", ["a"])
+    private_redis.pause()
+    await append_all(history, "u1", ["b"])  # times out: pending
+    await append_all(history, "u2", ["z"])
+    assert len(history.pending) == 2
+    private_redis.resume()
+    assert await sync_once_redis_answers(history) == 2  # no call for u1 or u2 was needed
+    assert await replica.recent("u1", 10) == ["a", "b"]
+    assert await replica.recent("u2", 10) == ["z"]
+    assert synced == ["u1", "u2"]  # so the service invalidates them everywhere
+    assert len(history.pending) == 0
+    assert await history.sync() == 0
 
 
 @pytest.mark.asyncio
 async def test_events_a_push_did_not_deliver_stay_before_newer_ones(
-    private_redis: RedisServer,
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
 ) -> None:
-    history = redis_history(private_redis.url)
-    replica = redis_history(private_redis.url)
-    try:
-        private_redis.pause()
-        await append_all(history, "u1", ["a"])
-        assert await history.recent("u1", 10) == ["a"]  # its push of "a" fails: put back
-        await append_all(history, "u1", ["b"])
-        assert await history.sync() == 0  # still away: nothing delivered, nothing lost
-        private_redis.resume()
-        assert await sync_once_redis_answers(history) == 1
-        assert await replica.recent("u1", 10) == ["a", "b"]
-    finally:
-        await close(history)
-        await close(replica)
+    history, replica = pair
+    private_redis.pause()
+    await append_all(history, "u1", ["a"])
+    assert await history.recent("u1", 10) == ["a"]  # its push of "a" fails: put back
+    await append_all(history, "u1", ["b"])
+    assert await history.sync() == 0  # still away: nothing delivered, nothing lost
+    private_redis.resume()
+    assert await sync_once_redis_answers(history) == 1
+    assert await replica.recent("u1", 10) == ["a", "b"]
 
 
 def test_pending_events_are_bounded_per_user_and_in_users() -> None:
@@ -227,23 +221,18 @@ def test_pending_events_are_bounded_per_user_and_in_users() -> None:
 
 @pytest.mark.asyncio
 async def test_a_restarted_empty_redis_is_reseeded_from_the_process(
-    private_redis: RedisServer,
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
 ) -> None:
-    history = redis_history(private_redis.url)
-    replica = redis_history(private_redis.url)
-    try:
-        await append_all(history, "u1", ["a", "b"])
-        private_redis.stop()
-        private_redis.start()  # no persistence: the lists are gone
-        for _ in range(100):
-            if history.breaker.allow():
-                break
-            await asyncio.sleep(0.02)
-        assert await history.recent("u1", 10) == ["a", "b"]
-        assert await replica.recent("u1", 10) == ["a", "b"]
-    finally:
-        await close(history)
-        await close(replica)
+    history, replica = pair
+    await append_all(history, "u1", ["a", "b"])
+    private_redis.stop()
+    private_redis.start()  # no persistence: the lists are gone
+    for _ in range(100):
+        if history.breaker.allow():
+            break
+        await asyncio.sleep(0.02)
+    assert await history.recent("u1", 10) == ["a", "b"]
+    assert await replica.recent("u1", 10) == ["a", "b"]
 
 
 def test_the_memory_store_holds_a_bounded_number_of_users() -> None:
