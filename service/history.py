@@ -222,6 +222,8 @@ class RedisHistory:
         self.local = local if local is not None else MemoryHistory(cap=cap)
         self._metrics = metrics
         self.pending = PendingEvents(cap, self.local.max_users)
+        if metrics is not None:
+            metrics.history_pending_users.set_function(lambda: len(self.pending))
         # set by the service: invalidate the user everywhere after a push of pending events
         self.on_synced: Callable[[str], Awaitable[None]] | None = None
         self._append_script = client.register_script(_APPEND_LUA)

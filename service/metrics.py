@@ -93,6 +93,11 @@ class ServiceMetrics:
             ["op"], registry=r,
         )  # fmt: skip
 
+        self.history_pending_users = Gauge(
+            "cinesync_history_pending_users",
+            "Users with live events accepted here that Redis has not taken yet.",
+            registry=r,
+        )
         self.stale_writes = Counter(
             "cinesync_cache_stale_writes_total",
             "L2 writes Redis refused: the user posted an event after the value was computed.",

@@ -47,10 +47,18 @@ async def history(request: pytest.FixtureRequest) -> AsyncIterator[LiveHistory]:
     await close(impl)
 
 
+@pytest.fixture
+def metrics() -> ServiceMetrics:
+    return ServiceMetrics()
+
+
 @pytest_asyncio.fixture
-async def pair(private_redis: RedisServer) -> AsyncIterator[tuple[RedisHistory, RedisHistory]]:
-    """Two replicas' live histories on a Redis of the test's own (which it may pause or stop)."""
-    history, replica = redis_history(private_redis.url), redis_history(private_redis.url)
+async def pair(
+    private_redis: RedisServer, metrics: ServiceMetrics
+) -> AsyncIterator[tuple[RedisHistory, RedisHistory]]:
+    """Two replicas' live histories on a Redis of the test's own (which it may pause or stop);
+    the first reports to the test's `metrics`."""
+    history, replica = redis_history(private_redis.url, metrics), redis_history(private_redis.url)
     yield history, replica
     await close(history)
     await close(replica)
@@ -165,7 +173,7 @@ async def sync_once_redis_answers(history: RedisHistory) -> int:
 
 @pytest.mark.asyncio
 async def test_events_accepted_during_an_outage_reach_redis_without_another_call_for_the_user(
-    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer, metrics: ServiceMetrics
 ) -> None:
     history, replica = pair
     synced: list[str] = []
@@ -179,12 +187,13 @@ async def test_events_accepted_during_an_outage_reach_redis_without_another_call
     await append_all(history, "u1", ["b"])  # times out: pending
     await append_all(history, "u2", ["z"])
     assert len(history.pending) == 2
+    assert metrics.registry.get_sample_value("cinesync_history_pending_users") == 2
     private_redis.resume()
     assert await sync_once_redis_answers(history) == 2  # no call for u1 or u2 was needed
     assert await replica.recent("u1", 10) == ["a", "b"]
     assert await replica.recent("u2", 10) == ["z"]
     assert synced == ["u1", "u2"]  # so the service invalidates them everywhere
-    assert len(history.pending) == 0
+    assert metrics.registry.get_sample_value("cinesync_history_pending_users") == 0
     assert await history.sync() == 0
 
 

@@ -208,6 +208,9 @@ def test_alerts_cover_latency_errors_breaker_and_missing_bundle() -> None:
     assert errors["for"] == "5m"
     assert rules["CineSyncRedisBreakerOpen"]["expr"].strip() == "cinesync_redis_breaker_open == 1"
     assert rules["CineSyncRedisBreakerOpen"]["for"] == "1m"
+    pending = rules["CineSyncEventsNotInRedis"]
+    assert pending["expr"].strip() == "cinesync_history_pending_users > 0"
+    assert pending["for"] == "5m"
     assert rules["CineSyncNoBundleLoaded"]["expr"].strip() == "cinesync_bundle_ready == 0"
     assert rules["CineSyncNoBundleLoaded"]["for"] == "1m"
     assert all(
