@@ -11,7 +11,8 @@ atomic round trip) and writes every event through to an in-process ``MemoryHisto
 Redis fails or its breaker is open, reads and writes use that local store (counted), and nothing
 raises to the request. Events accepted while Redis could not take them wait in a bounded
 ``PendingEvents`` and are pushed, in order, once it answers again: by the user's next call on
-this replica, or by the background ``sync`` within a second, whichever comes first. A push
+this replica, or by the background ``sync`` within a second, whichever comes first (a user's
+pushes run one at a time, so Redis gets the events in the order they were accepted). A push
 that did not come with the user's own event is followed by ``on_synced(user_id)``, which the
 service wires to invalidate the user everywhere (L2 and, over pub/sub, every L1): other replicas
 may have served that user from Redis without those events meanwhile.
@@ -37,6 +38,7 @@ import redis.asyncio as aioredis
 
 from service import keys
 from service.breaker import CircuitBreaker
+from service.keyed_lock import KeyedLock
 from service.metrics import ServiceMetrics
 from service.redis_client import REDIS_ERRORS
 
@@ -167,6 +169,9 @@ class PendingEvents:
     def __len__(self) -> int:
         return len(self._users)
 
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._users
+
     def users(self) -> list[str]:
         """The user ids with pending events, least recently touched first."""
         return list(self._users)
@@ -222,6 +227,9 @@ class RedisHistory:
         self.local = local if local is not None else MemoryHistory(cap=cap)
         self._metrics = metrics
         self.pending = PendingEvents(cap, self.local.max_users)
+        # a user's pushes, one at a time: events reach Redis in the order this replica took them,
+        # and a read waits for a push of that user's pending events that is under way
+        self._pushes = KeyedLock()
         if metrics is not None:
             metrics.history_pending_users.set_function(lambda: len(self.pending))
         # set by the service: invalidate the user everywhere after a push of pending events
@@ -260,19 +268,23 @@ class RedisHistory:
 
     async def append(self, user_id: str, item_id: str, ts: float) -> None:
         self.local.append_now(user_id, item_id)
-        items = [*self.pending.take(user_id), item_id]
-        if not await self._push(user_id, items):  # (the caller invalidates the user after)
-            self.pending.restore(user_id, items)
-            self._fallback("append")
+        async with self._pushes.hold(user_id):
+            items = [*self.pending.take(user_id), item_id]
+            if not await self._push(user_id, items):  # (the caller invalidates the user after)
+                self.pending.restore(user_id, items)
+                self._fallback("append")
 
     async def _push_pending(self, user_id: str) -> bool:
         """Push the user's pending events, if any; False when they could not be delivered."""
-        items = self.pending.take(user_id)
-        if not items:
-            return True
-        if not await self._push(user_id, items):
-            self.pending.restore(user_id, items)
-            return False
+        if user_id not in self.pending and not self._pushes.busy(user_id):
+            return True  # the common case, without taking the lock
+        async with self._pushes.hold(user_id):
+            items = self.pending.take(user_id)
+            if not items:
+                return True
+            if not await self._push(user_id, items):
+                self.pending.restore(user_id, items)
+                return False
         if self.on_synced is not None:
             await self.on_synced(user_id)
         return True

@@ -212,6 +212,35 @@ async def test_events_a_push_did_not_deliver_stay_before_newer_ones(
     assert await replica.recent("u1", 10) == ["a", "b"]
 
 
+@pytest.mark.asyncio
+async def test_an_event_taken_while_a_sync_pushes_lands_after_the_pending_ones(
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
+) -> None:
+    history, replica = pair
+    private_redis.pause()
+    await append_all(history, "u1", ["a", "b"])  # both wait in process
+    private_redis.resume()
+    real_push = history._push
+    sending, release = asyncio.Event(), asyncio.Event()
+
+    async def held_push(user_id: str, items: list[str]) -> bool:
+        if not sending.is_set():
+            sending.set()
+            await release.wait()  # the sync's push of a, b is still on its way ...
+        return await real_push(user_id, items)
+
+    history._push = held_push  # type: ignore[method-assign]
+    sync = asyncio.create_task(sync_once_redis_answers(history))
+    await sending.wait()
+    event = asyncio.create_task(history.append("u1", "c", 0.0))  # ... when an event comes ...
+    read = asyncio.create_task(history.recent("u1", 10))  # ... and a read of the user
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(sync, event)
+    assert await read == ["a", "b", "c"]  # the read waited for both pushes
+    assert await replica.recent("u1", 10) == ["a", "b", "c"]  # in the order they were taken
+
+
 def test_pending_events_are_bounded_per_user_and_in_users() -> None:
     pending = PendingEvents(cap=3, max_users=2)
     pending.add("u1", ["a", "b"])
