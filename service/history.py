@@ -179,16 +179,9 @@ class PendingEvents:
     def take(self, user_id: str) -> list[str]:
         return self._users.pop(user_id, [])
 
-    def add(self, user_id: str, items: list[str]) -> None:
-        """Queue ``items`` after the user's pending ones."""
-        self._put(user_id, self._users.pop(user_id, []) + items)
-
     def restore(self, user_id: str, items: list[str]) -> None:
         """Put back ``items`` that a push did not deliver, before any queued since."""
-        self._put(user_id, items + self._users.pop(user_id, []))
-
-    def _put(self, user_id: str, items: list[str]) -> None:
-        self._users[user_id] = items[-self.cap :]
+        self._users[user_id] = (items + self._users.pop(user_id, []))[-self.cap :]
         while len(self._users) > self.max_users:
             dropped, _ = self._users.popitem(last=False)
             self.dropped_users += 1

@@ -243,17 +243,18 @@ async def test_an_event_taken_while_a_sync_pushes_lands_after_the_pending_ones(
 
 def test_pending_events_are_bounded_per_user_and_in_users() -> None:
     pending = PendingEvents(cap=3, max_users=2)
-    pending.add("u1", ["a", "b"])
-    pending.add("u1", ["c", "d"])
+    pending.restore("u1", ["c", "d"])
+    pending.restore("u1", ["a", "b"])  # undelivered earlier events go before the later ones
     assert pending.take("u1") == ["b", "c", "d"]  # the newest cap
     pending.restore("u1", ["x"])
-    pending.add("u2", ["y"])
-    pending.restore("u2", ["w"])  # undelivered events go before the ones queued since
+    pending.restore("u2", ["y"])
     assert pending.users() == ["u1", "u2"]
-    pending.add("u3", ["z"])  # a third user: the one touched least recently is dropped
+    pending.restore("u3", ["z"])  # a third user: the one touched least recently is dropped
     assert pending.users() == ["u2", "u3"]
     assert pending.dropped_users == 1
-    assert pending.take("u2") == ["w", "y"]
+    assert "u2" in pending
+    assert pending.take("u2") == ["y"]
+    assert "u2" not in pending
     assert pending.take("nobody") == []
 
 
