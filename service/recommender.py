@@ -211,10 +211,15 @@ class Recommender:
         if item_id not in bundle.catalog.index_of:
             raise UnknownItemError(f"unknown item {item_id[:64]!r} in {bundle.label}")
         await self.history.append(user_id, item_id, ts)
-        await self.cache.invalidate_user(bundle.name, user_id)
+        await self.forget_user(bundle.name, user_id)
+        return bundle
+
+    async def forget_user(self, model: str, user_id: str) -> None:
+        """Drop the user's cached lists here and in Redis, and tell the other replicas (after
+        an event, and after events accepted during a Redis outage reach it late)."""
+        await self.cache.invalidate_user(model, user_id)
         if self.announce is not None:
             await self.announce(user_id)
-        return bundle
 
 
 _ITEM_ID = re.compile(rb'"item_id":"((?:[^"\\]|\\.)*)"')

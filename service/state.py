@@ -183,9 +183,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         announce=invalidations.publish if invalidations is not None else None,
     )
     if redis is not None:
-        redis.history.on_synced = functools.partial(
-            _forget_user, cache, settings.model_name, invalidations
-        )
+        redis.history.on_synced = functools.partial(recommender.forget_user, settings.model_name)
     limiter = EventRateLimit(
         ClientResolver(settings.trusted_proxies),
         TokenBuckets(
@@ -208,15 +206,6 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         invalidations,
         breaker=redis.breaker if redis is not None else None,
     )
-
-
-async def _forget_user(
-    cache: TieredCache, model: str, invalidations: Invalidations | None, user_id: str
-) -> None:
-    """What an event does to the caches, for events that reached Redis late (RedisHistory)."""
-    await cache.invalidate_user(model, user_id)
-    if invalidations is not None:
-        await invalidations.publish(user_id)
 
 
 def _load(store: ModelStore, settings: Settings, version: int | None) -> Bundle:
