@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from benchmarks.machine import cpu_name
 from training.config import CONFIG_DIR
 from training.data import leave_one_out, load_dataset
 from training.export import export_bundle
@@ -41,14 +42,8 @@ ROUNDS = {"batch_1": 300, "batch_1_unpadded": 300, "batch_64": 40}  # case -> ti
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import cpu_name
 from benchmarks.quality_plan import DATASETS, NEURAL, ablation_arms, main_overrides, train_run
 from benchmarks.quality_plots import plot_accuracy_coverage, plot_curves
 from benchmarks.quality_report import build, render
@@ -54,20 +55,10 @@ def budget_for(budgets: dict[tuple[str, str], float], model: str, dataset: str) 
     return 0.0
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     return (
-        f"{_cpu_name()} ({platform.machine()}), {os.cpu_count()} cores "
+        f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores "
         f"(shared; 1-min load {load:.1f} at report time), no GPU, "
         f"Python {sys.version.split()[0]}, torch threads from $CINESYNC_THREADS="
         f"{os.environ.get('CINESYNC_THREADS', 'unset')}"

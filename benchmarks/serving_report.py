@@ -8,23 +8,18 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import cpu_name
+
 
 def describe_machine() -> dict[str, Any]:
     """CPU model, core count, memory, load and software versions of this machine."""
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     mem_gib = None
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
         total_kib = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
         mem_gib = round(total_kib / 2**20, 1)
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "memory_gib": mem_gib,
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),

@@ -20,6 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import cpu_name
+
 
 def machine() -> dict[str, Any]:
     import torch
@@ -27,7 +29,7 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": __import__("os").cpu_count(),
     }
     if torch.cuda.is_available():
