@@ -268,6 +268,8 @@ def test_dashboard_shows_every_required_view() -> None:
         "cinesync_reloads_total",
         "cinesync_model_info",
         "cinesync_online_coverage",
+        "cinesync_history_pending_users",
+        "cinesync_cache_stale_writes_total",
     ):
         assert needle in joined, needle
 
