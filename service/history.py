@@ -295,11 +295,15 @@ class RedisHistory:
         return delivered
 
     async def run_sync(self, interval_s: float = 1.0) -> None:
-        """``sync`` every ``interval_s`` while there is something pending, until cancelled."""
+        """``sync`` every ``interval_s`` while there is something pending, until cancelled; an
+        unexpected error is logged and the next round runs (the events stay pending)."""
         while True:
             await asyncio.sleep(interval_s)
             if self.pending:
-                await self.sync()
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("live history: the background sync failed; retrying")
 
     async def read(self, user_id: str, limit: int) -> LiveEvents:
         if limit <= 0:

@@ -299,3 +299,34 @@ def test_item_ids_outside_the_size_limit_are_refused(item: str) -> None:
 
 def test_histories_satisfy_the_protocol(history: LiveHistory) -> None:
     assert isinstance(history, LiveHistory)
+
+
+@pytest.mark.asyncio
+async def test_the_background_sync_survives_an_unexpected_error(
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
+) -> None:
+    history, replica = pair
+    calls = 0
+
+    async def flaky_on_synced(user_id: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in a callback")
+
+    history.on_synced = flaky_on_synced
+    private_redis.pause()
+    await append_all(history, "u1", ["a"])
+    await append_all(history, "u2", ["b"])
+    private_redis.resume()
+    task = asyncio.create_task(history.run_sync(interval_s=0.02))
+    try:
+        for _ in range(250):
+            if not history.pending and calls >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert not history.pending  # the round after the error pushed the rest
+        assert await replica.recent("u2", 10) == ["b"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
