@@ -65,7 +65,8 @@ class Invalidations:
             self._breaker.record_success()
 
     async def run(self) -> None:
-        """Subscribe and apply messages until cancelled; reconnect with backoff."""
+        """Subscribe and apply messages until cancelled; reconnect with backoff (after a Redis
+        error, or after an unexpected one, which is logged)."""
         backoff = 0.1
         while True:
             pubsub = self._client.pubsub()
@@ -85,6 +86,8 @@ class Invalidations:
                         await self._handle(message.get("data"))
             except REDIS_ERRORS as exc:
                 log.debug("invalidation subscriber: %s: %s", type(exc).__name__, exc)
+            except Exception:  # a bug must not end the subscription for the process's life
+                log.exception("invalidation subscriber failed; subscribing again")
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call, unused-ignore]

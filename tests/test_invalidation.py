@@ -87,3 +87,30 @@ async def test_a_resubscription_forgets_l1_since_announcements_may_have_been_mis
         assert a.cache.l1.peek(recs("u1")) is None
     finally:
         await a.close()
+
+
+async def test_the_subscriber_survives_an_unexpected_error_in_applying_a_message(
+    private_redis: RedisServer,
+) -> None:
+    a, b = Replica(private_redis.url), Replica(private_redis.url)
+    real_apply = b.invalidations._apply
+    calls = 0
+
+    async def buggy_once(model: str, user_id: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug while applying")
+        await real_apply(model, user_id)
+
+    b.invalidations._apply = buggy_once
+    try:
+        await until(lambda: b.invalidations.subscriptions == 1)
+        await a.invalidations.publish("u1")  # b fails on this one ...
+        await until(lambda: b.invalidations.subscriptions == 2)  # ... and subscribes again
+        await b.cache.set(recs("u2"), b"list", "u2", MODEL)
+        await a.invalidations.publish("u2")
+        await until(lambda: b.cache.l1.peek(recs("u2")) is None)
+    finally:
+        await a.close()
+        await b.close()
