@@ -5,7 +5,8 @@ drops the user from its L1 on receipt (milliseconds later). Without Redis there 
 Pub/sub delivers nothing to a subscriber that is not connected, so whenever this replica's
 subscription is confirmed (at start, and after every reconnection) it drops its whole L1
 (``on_subscribed``): an announcement it may have missed while it was away cannot leave a stale
-list in L1 for the rest of its TTL."""
+list in L1 for the rest of its TTL. An announcement this replica could not send is sent again
+once Redis takes it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 Invalidate = Callable[[str, str], Awaitable[None]]  # (model, user_id)
 Forget = Callable[[], None]  # drop everything this replica holds in L1
 MAX_BACKOFF_S = 5.0
+MAX_UNANNOUNCED = 10_000  # users whose announcement waits for Redis (the oldest dropped first)
 POLL_S = 1.0
 
 
@@ -50,19 +53,41 @@ class Invalidations:
         self.origin = uuid.uuid4().hex
         self.received = 0
         self.subscriptions = 0  # confirmed subscriptions: 1 + reconnections
+        self._unannounced: OrderedDict[str, None] = OrderedDict()
 
     async def publish(self, user_id: str) -> None:
-        """Announce `user_id`'s invalidation; a Redis failure is logged, never raised."""
+        """Announce `user_id`'s invalidation. When Redis does not take it (an error, a timeout,
+        the breaker open), the user is kept (bounded) and announced again by `run` as soon as
+        Redis does. Never raises."""
+        if not await self._send(user_id):
+            self._unannounced[user_id] = None
+            self._unannounced.move_to_end(user_id)
+            while len(self._unannounced) > MAX_UNANNOUNCED:
+                self._unannounced.popitem(last=False)
+
+    async def _send(self, user_id: str) -> bool:
         if not self._breaker.allow():
-            return
+            return False
         message = json.dumps({"o": self.origin, "u": user_id})
         try:
             await asyncio.wait_for(self._client.publish(self.channel, message), self._timeout_s)
         except REDIS_ERRORS as exc:
             self._breaker.record_failure()
-            log.warning("invalidation not announced: %s: %s", type(exc).__name__, exc)
-        else:
-            self._breaker.record_success()
+            log.warning("invalidation not announced yet: %s: %s", type(exc).__name__, exc)
+            return False
+        self._breaker.record_success()
+        return True
+
+    async def announce_missed(self) -> int:
+        """Announce again, oldest first, the users Redis did not take an announcement for,
+        until one fails; how many were sent."""
+        sent = 0
+        for user_id in list(self._unannounced):
+            if not await self._send(user_id):
+                break
+            self._unannounced.pop(user_id, None)
+            sent += 1
+        return sent
 
     async def run(self) -> None:
         """Subscribe and apply messages until cancelled; reconnect with backoff (after a Redis
@@ -75,6 +100,8 @@ class Invalidations:
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=POLL_S)
+                    if self._unannounced:  # Redis answers this loop: try them again
+                        await self.announce_missed()
                     if message is None:
                         continue
                     if message.get("type") == "subscribe":

@@ -114,3 +114,21 @@ async def test_the_subscriber_survives_an_unexpected_error_in_applying_a_message
     finally:
         await a.close()
         await b.close()
+
+
+async def test_an_announcement_redis_did_not_take_is_sent_again_once_it_can(
+    private_redis: RedisServer,
+) -> None:
+    a, b = Replica(private_redis.url), Replica(private_redis.url)
+    try:
+        await until(lambda: a.invalidations.subscriptions == b.invalidations.subscriptions == 1)
+        await b.cache.set(recs("u1"), b"list", "u1", MODEL)
+        for _ in range(50):
+            a.invalidations._breaker.record_failure()  # A counts Redis as down for a moment
+        await a.invalidations.publish("u1")  # not sent ...
+        assert list(a.invalidations._unannounced) == ["u1"]
+        await until(lambda: b.cache.l1.peek(recs("u1")) is None)  # ... until Redis takes it
+        assert not a.invalidations._unannounced
+    finally:
+        await a.close()
+        await b.close()
