@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 
 from service import keys
 from service.breaker import CircuitBreaker
@@ -55,21 +56,28 @@ class Replica:
         await self.client.aclose()
 
 
-async def test_an_announcement_drops_the_user_from_the_other_replicas_l1(
-    private_redis: RedisServer,
-) -> None:
+@pytest_asyncio.fixture
+async def replicas(private_redis: RedisServer) -> AsyncIterator[tuple[Replica, Replica]]:
+    """Two replicas on a Redis of the test's own, both subscribed."""
     a, b = Replica(private_redis.url), Replica(private_redis.url)
     try:
         await until(lambda: a.invalidations.subscriptions == b.invalidations.subscriptions == 1)
-        await b.cache.set(recs("u1"), b"list", "u1", MODEL)
-        await b.cache.set(recs("u2"), b"list", "u2", MODEL)
-        await a.invalidations.publish("u1")
-        await until(lambda: b.cache.l1.peek(recs("u1")) is None)
-        assert b.cache.l1.peek(recs("u2")) == b"list"  # only that user
-        assert a.invalidations.received == 0  # a replica ignores its own announcements
+        yield a, b
     finally:
         await a.close()
         await b.close()
+
+
+async def test_an_announcement_drops_the_user_from_the_other_replicas_l1(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    await b.cache.set(recs("u1"), b"list", "u1", MODEL)
+    await b.cache.set(recs("u2"), b"list", "u2", MODEL)
+    await a.invalidations.publish("u1")
+    await until(lambda: b.cache.l1.peek(recs("u1")) is None)
+    assert b.cache.l1.peek(recs("u2")) == b"list"  # only that user
+    assert a.invalidations.received == 0  # a replica ignores its own announcements
 
 
 async def test_a_resubscription_forgets_l1_since_announcements_may_have_been_missed(
@@ -90,9 +98,9 @@ async def test_a_resubscription_forgets_l1_since_announcements_may_have_been_mis
 
 
 async def test_the_subscriber_survives_an_unexpected_error_in_applying_a_message(
-    private_redis: RedisServer,
+    replicas: tuple[Replica, Replica],
 ) -> None:
-    a, b = Replica(private_redis.url), Replica(private_redis.url)
+    a, b = replicas
     real_apply = b.invalidations._apply
     calls = 0
 
@@ -104,31 +112,21 @@ async def test_the_subscriber_survives_an_unexpected_error_in_applying_a_message
         await real_apply(model, user_id)
 
     b.invalidations._apply = buggy_once
-    try:
-        await until(lambda: b.invalidations.subscriptions == 1)
-        await a.invalidations.publish("u1")  # b fails on this one ...
-        await until(lambda: b.invalidations.subscriptions == 2)  # ... and subscribes again
-        await b.cache.set(recs("u2"), b"list", "u2", MODEL)
-        await a.invalidations.publish("u2")
-        await until(lambda: b.cache.l1.peek(recs("u2")) is None)
-    finally:
-        await a.close()
-        await b.close()
+    await a.invalidations.publish("u1")  # b fails on this one ...
+    await until(lambda: b.invalidations.subscriptions == 2)  # ... and subscribes again
+    await b.cache.set(recs("u2"), b"list", "u2", MODEL)
+    await a.invalidations.publish("u2")
+    await until(lambda: b.cache.l1.peek(recs("u2")) is None)
 
 
 async def test_an_announcement_redis_did_not_take_is_sent_again_once_it_can(
-    private_redis: RedisServer,
+    replicas: tuple[Replica, Replica],
 ) -> None:
-    a, b = Replica(private_redis.url), Replica(private_redis.url)
-    try:
-        await until(lambda: a.invalidations.subscriptions == b.invalidations.subscriptions == 1)
-        await b.cache.set(recs("u1"), b"list", "u1", MODEL)
-        for _ in range(50):
-            a.invalidations._breaker.record_failure()  # A counts Redis as down for a moment
-        await a.invalidations.publish("u1")  # not sent ...
-        assert list(a.invalidations._unannounced) == ["u1"]
-        await until(lambda: b.cache.l1.peek(recs("u1")) is None)  # ... until Redis takes it
-        assert not a.invalidations._unannounced
-    finally:
-        await a.close()
-        await b.close()
+    a, b = replicas
+    await b.cache.set(recs("u1"), b"list", "u1", MODEL)
+    for _ in range(50):
+        a.invalidations._breaker.record_failure()  # A counts Redis as down for a moment
+    await a.invalidations.publish("u1")  # not sent ...
+    assert list(a.invalidations._unannounced) == ["u1"]
+    await until(lambda: b.cache.l1.peek(recs("u1")) is None)  # ... until Redis takes it
+    assert not a.invalidations._unannounced
