@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from conftest import until
 
 from service import keys
 from service.breaker import CircuitBreaker
@@ -321,10 +322,7 @@ async def test_the_background_sync_survives_an_unexpected_error(
     private_redis.resume()
     task = asyncio.create_task(history.run_sync(interval_s=0.02))
     try:
-        for _ in range(250):
-            if not history.pending and calls >= 2:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: not history.pending and calls >= 2, timeout_s=5.0)
         assert not history.pending  # the round after the error pushed the rest
         assert await replica.recent("u2", 10) == ["b"]
     finally:

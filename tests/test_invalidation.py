@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
+from conftest import until
 
 from service import keys
 from service.breaker import CircuitBreaker
@@ -27,13 +27,6 @@ MODEL = "cinesync"
 
 def recs(user_id: str) -> str:
     return keys.recs_key(MODEL, 1, user_id, keys.params_digest(k=10))
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 class Replica:
