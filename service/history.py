@@ -15,7 +15,9 @@ this replica, or by the background ``sync`` within a second, whichever comes fir
 pushes run one at a time, so Redis gets the events in the order they were accepted). A push
 that did not come with the user's own event is followed by ``on_synced(user_id)``, which the
 service wires to invalidate the user everywhere (L2 and, over pub/sub, every L1): other replicas
-may have served that user from Redis without those events meanwhile.
+may have served that user from Redis without those events meanwhile. At shutdown, ``flush``
+keeps pushing them for a bounded time, then logs what is lost; a push cancelled mid-way (the
+request went away) puts its events back, as a failed one does.
 
 Every append to a user's Redis list also raises the user's event *generation* (a counter, in the
 same script), and a read returns the generation it saw with the events (one script). A replica
@@ -255,6 +257,17 @@ class RedisHistory:
         args: list[str | int] = [self.cap, self._ttl_ms, *items]
         return await self._call(lambda: self._append_script(keys=keys_, args=args)) is not None
 
+    async def _push_or_restore(self, user_id: str, items: list[str]) -> bool:
+        """Push ``items``; unless delivered (a failure, or the caller cancelled mid-push), they
+        go back to the front of the user's pending events."""
+        delivered = False
+        try:
+            delivered = await self._push(user_id, items)
+        finally:
+            if not delivered:
+                self.pending.restore(user_id, items)
+        return delivered
+
     def _fallback(self, op: str) -> None:
         if self._metrics is not None:
             self._metrics.count_history_fallback(op)
@@ -263,8 +276,7 @@ class RedisHistory:
         self.local.append_now(user_id, item_id)
         async with self._pushes.hold(user_id):
             items = [*self.pending.take(user_id), item_id]
-            if not await self._push(user_id, items):  # (the caller invalidates the user after)
-                self.pending.restore(user_id, items)
+            if not await self._push_or_restore(user_id, items):  # (the caller invalidates after)
                 self._fallback("append")
 
     async def _push_pending(self, user_id: str) -> bool:
@@ -275,8 +287,7 @@ class RedisHistory:
             items = self.pending.take(user_id)
             if not items:
                 return True
-            if not await self._push(user_id, items):
-                self.pending.restore(user_id, items)
+            if not await self._push_or_restore(user_id, items):
                 return False
         if self.on_synced is not None:
             await self.on_synced(user_id)
@@ -304,6 +315,28 @@ class RedisHistory:
                     await self.sync()
                 except Exception:
                     log.exception("live history: the background sync failed; retrying")
+
+    async def flush(self, timeout_s: float, retry_s: float = 0.1) -> int:
+        """At shutdown: push every pending event while Redis answers, for up to ``timeout_s``
+        (retrying every ``retry_s`` while it does not); the number of users whose events were
+        still not delivered, logged as lost because they live only in this process."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                while self.pending:
+                    if not await self.sync(max_users=len(self.pending)):
+                        await asyncio.sleep(retry_s)  # Redis away: the breaker may half-open
+        except TimeoutError:
+            pass
+        lost = len(self.pending)
+        if lost:
+            log.error(
+                "live history: the events of %d user(s) never reached Redis and are lost "
+                "with this process (Redis did not answer within %.1f s of shutdown)",
+                lost,
+                timeout_s,
+            )
+        return lost
 
     async def read(self, user_id: str, limit: int) -> LiveEvents:
         if limit <= 0:

@@ -99,6 +99,8 @@ class EventSettings(_Section):
     )  # users whose live history is kept in process (LRU)
     # how often events accepted while Redis could not take them are pushed once it answers
     sync_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # at shutdown, how long to keep trying to push such events before they are lost
+    shutdown_flush_s: float = Field(default=5.0, ge=0, le=600)
 
 
 class Settings(BaseSettings):

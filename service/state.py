@@ -219,6 +219,8 @@ async def close_state(state: AppState) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if isinstance(state.history, RedisHistory):  # before the caches close: it invalidates users
+        await state.history.flush(state.settings.events.shutdown_flush_s)
     await state.cache.close()
     await state.history.close()
     if state.redis is not None:

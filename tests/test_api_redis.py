@@ -79,6 +79,27 @@ async def test_an_event_taken_while_redis_was_away_reaches_the_other_replica_whe
         assert watched not in [i["item_id"] for i in after["items"]]
 
 
+async def test_an_event_still_pending_at_shutdown_reaches_redis_before_the_replica_exits(
+    published_store: Path, redis_server: RedisServer, redis_url: str
+) -> None:
+    # no background sync in this test's time: only the shutdown flush can deliver the event
+    settings = redis_settings(published_store, redis_url, events={"sync_interval_s": 3600})
+    async with running_app(settings) as b:  # type: ignore[arg-type]
+        async with running_app(settings) as a:  # type: ignore[arg-type]
+            before = (await a.get("/recommend/leaving")).json()
+            watched = before["items"][0]["item_id"]
+            redis_server.pause()
+            try:
+                r = await a.post("/users/leaving/events", json={"item_id": watched, "type": "view"})
+                assert r.status_code == 202  # kept in A's process: Redis did not answer
+            finally:
+                redis_server.resume()
+        # A has shut down; its flush pushed the event and invalidated the user
+        after = (await b.get("/recommend/leaving")).json()
+        assert after["strategy"] == "blend"
+        assert watched not in [i["item_id"] for i in after["items"]]
+
+
 async def test_redis_absent_at_start_still_serves_from_l1(
     published_store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -242,6 +242,53 @@ async def test_an_event_taken_while_a_sync_pushes_lands_after_the_pending_ones(
     assert await replica.recent("u1", 10) == ["a", "b", "c"]  # in the order they were taken
 
 
+@pytest.mark.asyncio
+async def test_an_event_whose_push_is_cancelled_stays_pending(
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
+) -> None:
+    history, replica = pair
+    private_redis.pause()
+    append = asyncio.create_task(history.append("u1", "a", 0.0))
+    await asyncio.sleep(0.1)  # its push waits on the paused Redis ...
+    append.cancel()  # ... when the request goes away
+    with pytest.raises(asyncio.CancelledError):
+        await append
+    assert "u1" in history.pending
+    private_redis.resume()
+    assert await sync_once_redis_answers(history) == 1
+    assert await replica.recent("u1", 10) == ["a"]
+
+
+@pytest.mark.asyncio
+async def test_events_pending_at_shutdown_reach_redis_once_it_answers_within_the_flush_time(
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
+) -> None:
+    history, replica = pair
+    private_redis.pause()
+    await append_all(history, "u1", ["a"])
+    await append_all(history, "u2", ["z"])  # both pending; the breaker opens
+    asyncio.get_running_loop().call_later(0.3, private_redis.resume)
+    assert await history.flush(timeout_s=10.0) == 0  # it retried until Redis answered
+    assert await replica.recent("u1", 10) == ["a"]
+    assert await replica.recent("u2", 10) == ["z"]
+
+
+@pytest.mark.asyncio
+async def test_events_redis_never_takes_at_shutdown_are_reported_lost_after_the_flush_time(
+    pair: tuple[RedisHistory, RedisHistory],
+    private_redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    history, _ = pair
+    private_redis.pause()
+    await append_all(history, "u1", ["a"])
+    started = asyncio.get_running_loop().time()
+    assert await history.flush(timeout_s=0.5) == 1
+    assert asyncio.get_running_loop().time() - started < 2.0  # bounded: shutdown goes on
+    assert "the events of 1 user(s) never reached Redis" in caplog.text
+    private_redis.resume()
+
+
 def test_pending_events_are_bounded_per_user_and_in_users() -> None:
     pending = PendingEvents(cap=3, max_users=2)
     pending.restore("u1", ["c", "d"])

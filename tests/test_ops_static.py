@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -135,6 +136,31 @@ def test_compose_resolves_with_gpu_reservation_healthchecks_and_read_only_store(
     assert services["locust"]["profiles"] == ["load"]
     for name in ("redis", "api", "prometheus", "grafana"):
         assert "profiles" not in services[name], name
+
+
+def clear_cinesync_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("CINESYNC_"):
+            monkeypatch.delenv(key)
+
+
+def grace_seconds(value: str) -> float:
+    """A compose duration such as "40s" or "1m30s", in seconds."""
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", value)
+    assert value, "empty duration"
+    assert match, f"unexpected duration {value!r}"
+    return 60.0 * int(match[1] or 0) + int(match[2] or 0)
+
+
+def test_docker_waits_for_the_whole_graceful_shutdown_before_it_kills_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear_cinesync_env(monkeypatch)
+    settings = Settings()  # the defaults the api container runs with
+    needed = settings.shutdown_delay_s + settings.graceful_timeout_s
+    needed += settings.events.shutdown_flush_s  # events Redis has not taken are pushed last
+    api = load_compose("docker-compose.yml")["services"]["api"]
+    assert grace_seconds(api["stop_grace_period"]) >= needed + 5  # + closing Redis and the rest
 
 
 def test_cpu_override_builds_the_cpu_target_without_a_gpu_reservation(tmp_path: Path) -> None:
@@ -425,11 +451,7 @@ def test_env_example_lists_every_setting_with_a_comment() -> None:
 
 
 def test_env_example_defaults_are_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("CINESYNC_"):
-            monkeypatch.delenv(key)
+    clear_cinesync_env(monkeypatch)
     defaults = Settings()
     for name, value in env_example_entries().items():
         if value and name in settings_env_names(Settings):
