@@ -58,12 +58,16 @@ class Invalidations:
     async def publish(self, user_id: str) -> None:
         """Announce `user_id`'s invalidation. When Redis does not take it (an error, a timeout,
         the breaker open), the user is kept (bounded) and announced again by `run` as soon as
-        Redis does. Never raises."""
-        if not await self._send(user_id):
-            self._unannounced[user_id] = None
-            self._unannounced.move_to_end(user_id)
-            while len(self._unannounced) > MAX_UNANNOUNCED:
-                self._unannounced.popitem(last=False)
+        Redis does, as it is when the caller is cancelled mid-send. Never raises."""
+        sent = False
+        try:
+            sent = await self._send(user_id)
+        finally:
+            if not sent:
+                self._unannounced[user_id] = None
+                self._unannounced.move_to_end(user_id)
+                while len(self._unannounced) > MAX_UNANNOUNCED:
+                    self._unannounced.popitem(last=False)
 
     async def _send(self, user_id: str) -> bool:
         if not self._breaker.allow():

@@ -123,3 +123,21 @@ async def test_an_announcement_redis_did_not_take_is_sent_again_once_it_can(
     assert list(a.invalidations._unannounced) == ["u1"]
     await until(lambda: b.cache.l1.peek(recs("u1")) is None)  # ... until Redis takes it
     assert not a.invalidations._unannounced
+
+
+async def test_an_announcement_cancelled_mid_send_is_sent_again(
+    replicas: tuple[Replica, Replica], private_redis: RedisServer
+) -> None:
+    a, b = replicas
+    await b.cache.set(recs("u1"), b"list", "u1", MODEL)
+    private_redis.pause()
+    try:
+        publish = asyncio.create_task(a.invalidations.publish("u1"))
+        await asyncio.sleep(0.1)  # the PUBLISH waits on the paused Redis ...
+        publish.cancel()  # ... when the request that made it goes away
+        with pytest.raises(asyncio.CancelledError):
+            await publish
+        assert list(a.invalidations._unannounced) == ["u1"]
+    finally:
+        private_redis.resume()
+    await until(lambda: b.cache.l1.peek(recs("u1")) is None)  # sent once Redis answers
