@@ -186,6 +186,15 @@ class TieredCache:
         await self.l2.invalidate_user(model, user_id)
         await self.l1.invalidate_user(model, user_id)
 
+    async def invalidate_local(self, model: str, user_id: str) -> None:
+        """Drop the user from this replica's L1 only, and make its writes taken before now
+        no-ops: for another replica's announcement, whose event already dropped the user's L2
+        lists in the same Redis step (``service.history``) and moved the generation that
+        refuses this replica's late L2 writes."""
+        self._seq += 1
+        self._invalidated[keys.user_index_key(model, user_id)] = self._seq
+        await self.l1.invalidate_user(model, user_id)
+
     def forget_local(self) -> None:
         """Drop every L1 entry, and make every write taken before now a no-op in both tiers (as
         if every user had been invalidated): this replica may have missed invalidations."""

@@ -49,14 +49,21 @@ class _UnavailableError(Exception):
     """Redis failed, timed out, or the breaker is open."""
 
 
-# Deletes a user's index set and every key it lists, atomically: a SET that comes after it
-# starts a fresh index, one that came before is deleted.
-_INVALIDATE_LUA = """
-local members = redis.call('SMEMBERS', KEYS[1])
+# Deletes a user's index set (KEYS[n]) and every key it lists, atomically: a SET that comes
+# after it starts a fresh index, one that came before is deleted. Also run inside the live
+# history's append script (service.history), so an event and the drop of the user's L2 lists
+# are one step.
+def drop_user_lua(n: int) -> str:
+    """Lua that deletes the index set KEYS[n] and its keys, leaving their count in ``dropped``."""
+    return f"""
+local members = redis.call('SMEMBERS', KEYS[{n}])
 for _, k in ipairs(members) do redis.call('DEL', k) end
-redis.call('DEL', KEYS[1])
-return #members
+redis.call('DEL', KEYS[{n}])
+local dropped = #members
 """
+
+
+_INVALIDATE_LUA = drop_user_lua(1) + "return dropped\n"
 
 
 # Stores a value and adds its key to the user's index set, both with the TTL: one atomic command
@@ -144,6 +151,9 @@ class RedisCache:
     async def set(
         self, key: str, value: bytes, user_id: str, model: str, generation: str | None = None
     ) -> None:
+        if generation == keys.UNKNOWN_GENERATION:  # Redis would refuse it: not a stale write
+            log.debug("cache set of %s skipped: computed from events read in process", key)
+            return
         keys_ = [key, keys.user_index_key(model, user_id)]
         args: list[bytes | int | str] = [encode_value(value), self._ttl_ms]
         if generation is not None:

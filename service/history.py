@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 
 from service import keys
 from service.breaker import CircuitBreaker
+from service.cache_redis import drop_user_lua
 from service.keyed_lock import KeyedLock
 from service.metrics import ServiceMetrics
 from service.redis_client import REDIS_ERRORS
@@ -48,9 +49,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_ITEM_ID_CHARS = 256
 
-# KEYS[1] = the user's list, KEYS[2] = its generation; ARGV = cap, ttl_ms, item...; a repeat of
-# the last item collapses.
-_APPEND_LUA = """
+# KEYS[1] = the user's list, KEYS[2] = its generation, KEYS[3] = the index of the user's L2
+# lists (service.cache_redis), dropped with them in the same step; ARGV = cap, ttl_ms, item...;
+# a repeat of the last item collapses.
+_APPEND_LUA = (
+    drop_user_lua(3)
+    + """
 local last = redis.call('LINDEX', KEYS[1], -1)
 for i = 3, #ARGV do
   if ARGV[i] ~= last then
@@ -64,6 +68,7 @@ redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('LLEN', KEYS[1])
 """
+)
 
 # KEYS as above; ARGV[1] = how many of the newest events. The generation and the events, read
 # atomically (an append between two separate reads would pair new events with an old generation).
@@ -71,9 +76,7 @@ _READ_LUA = """
 return {redis.call('GET', KEYS[2]) or '0', redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)}
 """
 
-# A generation no counter ever has: an L2 write guarded by it is always refused. Reads that fell
-# back to the in-process store return it, since they cannot say what Redis holds.
-UNKNOWN_GENERATION = "unknown"
+UNKNOWN_GENERATION = keys.UNKNOWN_GENERATION  # (see there)
 
 
 @dataclass(frozen=True)
@@ -253,7 +256,7 @@ class RedisHistory:
         ]
 
     async def _push(self, user_id: str, items: list[str]) -> bool:
-        keys_ = self._keys(user_id)
+        keys_ = [*self._keys(user_id), keys.user_index_key(self._model, user_id)]
         args: list[str | int] = [self.cap, self._ttl_ms, *items]
         return await self._call(lambda: self._append_script(keys=keys_, args=args)) is not None
 

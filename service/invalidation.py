@@ -1,6 +1,8 @@
 """Read-your-writes across replicas: a replica that takes an event invalidates the user in its
-own L1 and in Redis at once, then announces it on a Redis pub/sub channel; every other replica
-drops the user from its L1 on receipt (milliseconds later). Without Redis there is one replica.
+own L1 and in Redis at once (the event's append drops the user's L2 lists in the same Redis
+step), then announces it on a Redis pub/sub channel; every other replica drops the user from its
+L1 on receipt (milliseconds later), with no Redis call of its own. Without Redis there is one
+replica.
 
 Pub/sub delivers nothing to a subscriber that is not connected, so whenever this replica's
 subscription is confirmed (at start, and after every reconnection) it drops its whole L1

@@ -109,6 +109,12 @@ def events_generation_key(model: str, user_id: str) -> str:
     return f"{PREFIX}:{_model(model)}:eventgen:{user_token(user_id)}"
 
 
+# A generation no counter ever has: an L2 write guarded by it would always be refused, so it is
+# not sent. Reads that fell back to the in-process store return it, since they cannot say what
+# Redis holds.
+UNKNOWN_GENERATION = "unknown"
+
+
 def invalidation_channel(model: str) -> str:
     """The pub/sub channel on which replicas announce a user's invalidation (L1 of the others)."""
     return f"{PREFIX}:{_model(model)}:invalidate"

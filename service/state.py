@@ -157,7 +157,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         invalidations = Invalidations(
             redis.client,
             settings.model_name,
-            cache.invalidate_user,
+            cache.invalidate_local,  # the event's own Redis step dropped the user's L2 lists
             on_subscribed=cache.forget_local,
             breaker=redis.breaker,
             timeout_s=settings.redis.socket_timeout_s,

@@ -100,6 +100,43 @@ async def test_an_event_still_pending_at_shutdown_reaches_redis_before_the_repli
         assert watched not in [i["item_id"] for i in after["items"]]
 
 
+async def test_a_replica_applies_an_announcement_without_a_redis_call_of_its_own(
+    published_store: Path, private_redis: RedisServer
+) -> None:
+    import redis.asyncio as aioredis
+
+    settings = redis_settings(published_store, private_redis.url)
+    admin = aioredis.from_url(private_redis.url)
+
+    async def script_calls() -> int:
+        stats = await admin.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+    try:
+        async with running_app(settings) as a, running_app(settings) as b:  # type: ignore[arg-type]
+            item = (await b.get("/recommend/announced")).json()["items"][0]["item_id"]
+            receiver = b._transport.app.state.cinesync.invalidations  # type: ignore[attr-defined]
+
+            async def post(user: str, received: int) -> None:
+                r = await a.post(f"/users/{user}/events", json={"item_id": item, "type": "view"})
+                assert r.status_code == 202
+                for _ in range(200):
+                    if receiver.received == received:
+                        break
+                    await asyncio.sleep(0.01)
+                assert receiver.received == received
+
+            await post("warm-up", 1)  # A's scripts are loaded into Redis (SCRIPT LOAD) now
+            await asyncio.sleep(0.2)  # B's L2 write behind has landed
+            before = await script_calls()
+            await post("announced", 2)
+            # A's append (which also dropped the L2 lists) and A's own invalidation; none from B
+            assert await script_calls() - before == 2
+            assert (await b.get("/recommend/announced")).json()["cache"] == "miss"
+    finally:
+        await admin.aclose()
+
+
 async def test_redis_absent_at_start_still_serves_from_l1(
     published_store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

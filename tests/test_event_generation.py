@@ -135,6 +135,8 @@ async def test_a_write_guarded_by_an_unknown_generation_is_never_stored(
     a, b = replicas
     await a.cache.set(recs("u1"), b"v", "u1", MODEL, generation=UNKNOWN_GENERATION)
     assert await b.cache.get(recs("u1")) == (None, "miss")
+    # not sent to Redis, so not counted as a stale write: no user posted anything
+    assert a.stale_writes() == 0
 
 
 async def test_a_read_that_fell_back_in_process_has_an_unknown_generation(

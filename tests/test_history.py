@@ -14,6 +14,7 @@ from conftest import until
 
 from service import keys
 from service.breaker import CircuitBreaker
+from service.cache_redis import RedisCache
 from service.history import LiveHistory, MemoryHistory, PendingEvents, RedisHistory
 from service.metrics import ServiceMetrics
 from service.redis_client import make_redis
@@ -240,6 +241,22 @@ async def test_an_event_taken_while_a_sync_pushes_lands_after_the_pending_ones(
     await asyncio.gather(sync, event)
     assert await read == ["a", "b", "c"]  # the read waited for both pushes
     assert await replica.recent("u1", 10) == ["a", "b", "c"]  # in the order they were taken
+
+
+@pytest.mark.asyncio
+async def test_an_event_drops_the_users_l2_lists_in_the_same_redis_step(redis_url: str) -> None:
+    history = redis_history(redis_url)
+    l2 = RedisCache(history._redis, ttl_s=60, timeout_s=0.5, breaker=CircuitBreaker(3, 0.3))
+    mine, other = (keys.recs_key(MODEL, 1, u, keys.params_digest(k=10)) for u in ("l2-u1", "l2-u2"))
+    try:
+        await l2.set(mine, b"old list", "l2-u1", MODEL)
+        await l2.set(other, b"their list", "l2-u2", MODEL)
+        await history.append("l2-u1", "a", 0.0)  # no invalidate_user call: the append does it
+        assert await l2.get(mine) is None
+        assert await l2.get(other) == b"their list"
+        assert not await history._redis.exists(keys.user_index_key(MODEL, "l2-u1"))
+    finally:
+        await close(history)
 
 
 @pytest.mark.asyncio
