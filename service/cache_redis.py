@@ -68,11 +68,16 @@ _INVALIDATE_LUA = drop_user_lua(1) + "return dropped\n"
 
 # Stores a value and adds its key to the user's index set, both with the TTL: one atomic command
 # (a MULTI/EXEC pipeline of the same three costs about 1.6x the client CPU in redis.asyncio).
-# With KEYS[3] (the user's event generation) and ARGV[3] (the generation the value was computed
+# With KEYS[3] (the user's event generation) and ARGV[4] (the generation the value was computed
 # from), the write is refused once the user has posted an event since: another replica may have
 # taken that event and deleted the user's keys already.
+# ARGV[3] bounds the user's index: a client sweeping parameters (k, genres) cannot grow it, and
+# with it the work of the user's next invalidation, without limit; past it the write is dropped
+# (2). An index expires ARGV[2] after its last write.
 _SET_LUA = """
-if KEYS[3] and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[3] then return 0 end
+if KEYS[3] and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[4] then return 0 end
+if redis.call('SISMEMBER', KEYS[2], KEYS[1]) == 0
+   and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], KEYS[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -95,6 +100,7 @@ class RedisCache:
         metrics: ServiceMetrics | None = None,
         max_pending_invalidations: int = 1000,
         flush_batch: int = 128,
+        max_keys_per_user: int = 64,
     ) -> None:
         if ttl_s <= 0 or timeout_s <= 0:
             raise ValueError(f"ttl_s and timeout_s must be > 0, got {ttl_s}, {timeout_s}")
@@ -107,6 +113,7 @@ class RedisCache:
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._max_pending = max_pending_invalidations
         self._flush_batch = flush_batch
+        self.max_keys_per_user = max_keys_per_user
         self._set_script = client.register_script(_SET_LUA)
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
@@ -155,7 +162,7 @@ class RedisCache:
             log.debug("cache set of %s skipped: computed from events read in process", key)
             return
         keys_ = [key, keys.user_index_key(model, user_id)]
-        args: list[bytes | int | str] = [encode_value(value), self._ttl_ms]
+        args: list[bytes | int | str] = [encode_value(value), self._ttl_ms, self.max_keys_per_user]
         if generation is not None:
             keys_.append(keys.events_generation_key(model, user_id))
             args.append(generation)
@@ -164,7 +171,11 @@ class RedisCache:
         except _UnavailableError as exc:
             log.debug("cache set of %s skipped: %s", key, exc)
             return
-        if not stored and self._metrics is not None:
+        if stored == 2:
+            log.debug(
+                "cache set of %s skipped: %d lists of the user cached", key, self.max_keys_per_user
+            )
+        elif not stored and self._metrics is not None:
             self._metrics.stale_writes.inc()
 
     async def invalidate_user(self, model: str, user_id: str) -> None:

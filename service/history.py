@@ -7,9 +7,11 @@ event cannot push a user's real history out. Every store is bounded: ``cap`` ite
 in process, ``max_users`` users (least recently used dropped first).
 
 ``RedisHistory`` keeps a capped list per user (Lua: compare last, RPUSH, LTRIM, PEXPIRE, one
-atomic round trip) and writes every event through to an in-process ``MemoryHistory`` too; when
-Redis fails or its breaker is open, reads and writes use that local store (counted), and nothing
-raises to the request. Events accepted while Redis could not take them wait in a bounded
+atomic round trip, which also drops the user's L2 lists) with the ids of the latest events, so a
+push that Redis ran after the client timed out on it adds nothing when it is sent again; it
+writes every event through to an in-process ``MemoryHistory`` too; when Redis fails or its
+breaker is open, reads and writes use that local store (counted), and nothing raises to the
+request. Events accepted while Redis could not take them wait in a bounded
 ``PendingEvents`` and are pushed, in order, once it answers again: by the user's next call on
 this replica, or by the background ``sync`` within a second, whichever comes first (a user's
 pushes run one at a time, so Redis gets the events in the order they were accepted). A push
@@ -29,8 +31,10 @@ another replica took the new event and invalidated the user.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,20 +54,29 @@ T = TypeVar("T")
 MAX_ITEM_ID_CHARS = 256
 
 # KEYS[1] = the user's list, KEYS[2] = its generation, KEYS[3] = the index of the user's L2
-# lists (service.cache_redis), dropped with them in the same step; ARGV = cap, ttl_ms, item...;
-# a repeat of the last item collapses.
+# lists (service.cache_redis), dropped with them in the same step, KEYS[4] = the ids of the
+# user's latest events; ARGV = cap, ttl_ms, seed, then (event id, item) pairs. An event whose id
+# is known was applied by an earlier send of the same push (one the client timed out on) and is
+# skipped; a repeat of the last item collapses. With seed = 1 nothing happens unless the list is
+# gone (re-seeding a restarted Redis: two replicas doing it at once must not both push).
 _APPEND_LUA = (
     drop_user_lua(3)
     + """
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local last = redis.call('LINDEX', KEYS[1], -1)
-for i = 3, #ARGV do
-  if ARGV[i] ~= last then
-    redis.call('RPUSH', KEYS[1], ARGV[i])
-    last = ARGV[i]
+for i = 4, #ARGV, 2 do
+  if not redis.call('LPOS', KEYS[4], ARGV[i]) then
+    if ARGV[i + 1] ~= last then
+      redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+      last = ARGV[i + 1]
+    end
+    redis.call('RPUSH', KEYS[4], ARGV[i])
   end
 end
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for _, k in ipairs({KEYS[1], KEYS[4]}) do
+  redis.call('LTRIM', k, -tonumber(ARGV[1]), -1)
+  redis.call('PEXPIRE', k, ARGV[2])
+end
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('LLEN', KEYS[1])
@@ -158,6 +171,9 @@ class MemoryHistory:
             self._users.clear()
 
 
+Event = tuple[str, str]  # (event id, item id): the id lets Redis skip an event sent twice
+
+
 class PendingEvents:
     """Events accepted by this replica that Redis has not taken yet, per user id, oldest first.
 
@@ -168,7 +184,7 @@ class PendingEvents:
 
     def __init__(self, cap: int, max_users: int) -> None:
         self.cap, self.max_users = cap, max_users
-        self._users: OrderedDict[str, list[str]] = OrderedDict()
+        self._users: OrderedDict[str, list[Event]] = OrderedDict()
         self.dropped_users = 0
 
     def __len__(self) -> int:
@@ -181,12 +197,12 @@ class PendingEvents:
         """The user ids with pending events, least recently touched first."""
         return list(self._users)
 
-    def take(self, user_id: str) -> list[str]:
+    def take(self, user_id: str) -> list[Event]:
         return self._users.pop(user_id, [])
 
-    def restore(self, user_id: str, items: list[str]) -> None:
-        """Put back ``items`` that a push did not deliver, before any queued since."""
-        self._users[user_id] = (items + self._users.pop(user_id, []))[-self.cap :]
+    def restore(self, user_id: str, events: list[Event]) -> None:
+        """Put back ``events`` that a push did not deliver, before any queued since."""
+        self._users[user_id] = (events + self._users.pop(user_id, []))[-self.cap :]
         while len(self._users) > self.max_users:
             dropped, _ = self._users.popitem(last=False)
             self.dropped_users += 1
@@ -234,6 +250,8 @@ class RedisHistory:
         self.on_synced: Callable[[str], Awaitable[None]] | None = None
         self._append_script = client.register_script(_APPEND_LUA)
         self._read_script = client.register_script(_READ_LUA)
+        self._origin = uuid.uuid4().hex[:12]  # event ids: this replica's prefix + a counter
+        self._events_taken = itertools.count()
 
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T | None:
         """The command's answer, or None when Redis failed, timed out or the breaker is open."""
@@ -255,20 +273,29 @@ class RedisHistory:
             keys.events_generation_key(self._model, user_id),
         ]
 
-    async def _push(self, user_id: str, items: list[str]) -> bool:
-        keys_ = [*self._keys(user_id), keys.user_index_key(self._model, user_id)]
-        args: list[str | int] = [self.cap, self._ttl_ms, *items]
+    def _event(self, item_id: str) -> Event:
+        return f"{self._origin}.{next(self._events_taken):x}", item_id
+
+    async def _push(self, user_id: str, events: list[Event], *, seed: bool = False) -> bool:
+        keys_ = [
+            *self._keys(user_id),
+            keys.user_index_key(self._model, user_id),
+            keys.event_ids_key(self._model, user_id),
+        ]
+        args: list[str | int] = [self.cap, self._ttl_ms, int(seed)]
+        args += itertools.chain.from_iterable(events)
         return await self._call(lambda: self._append_script(keys=keys_, args=args)) is not None
 
-    async def _push_or_restore(self, user_id: str, items: list[str]) -> bool:
-        """Push ``items``; unless delivered (a failure, or the caller cancelled mid-push), they
-        go back to the front of the user's pending events."""
+    async def _push_or_restore(self, user_id: str, events: list[Event]) -> bool:
+        """Push ``events``; unless delivered (a failure, or the caller cancelled mid-push), they
+        go back to the front of the user's pending events (with their ids: if Redis did run the
+        push, sending it again adds nothing)."""
         delivered = False
         try:
-            delivered = await self._push(user_id, items)
+            delivered = await self._push(user_id, events)
         finally:
             if not delivered:
-                self.pending.restore(user_id, items)
+                self.pending.restore(user_id, events)
         return delivered
 
     def _fallback(self, op: str) -> None:
@@ -278,8 +305,8 @@ class RedisHistory:
     async def append(self, user_id: str, item_id: str, ts: float) -> None:
         self.local.append_now(user_id, item_id)
         async with self._pushes.hold(user_id):
-            items = [*self.pending.take(user_id), item_id]
-            if not await self._push_or_restore(user_id, items):  # (the caller invalidates after)
+            events = [*self.pending.take(user_id), self._event(item_id)]
+            if not await self._push_or_restore(user_id, events):  # (the caller invalidates after)
                 self._fallback("append")
 
     async def _push_pending(self, user_id: str) -> bool:
@@ -287,10 +314,10 @@ class RedisHistory:
         if user_id not in self.pending and not self._pushes.busy(user_id):
             return True  # the common case, without taking the lock
         async with self._pushes.hold(user_id):
-            items = self.pending.take(user_id)
-            if not items:
+            events = self.pending.take(user_id)
+            if not events:
                 return True
-            if not await self._push_or_restore(user_id, items):
+            if not await self._push_or_restore(user_id, events):
                 return False
         if self.on_synced is not None:
             await self.on_synced(user_id)
@@ -354,8 +381,11 @@ class RedisHistory:
         generation, raw = _text(answer[0]), answer[1]
         if not raw:
             known = self.local.recent_now(user_id, self.cap)
-            if known:  # Redis lost the list (a restart): re-seed it; that raises the generation,
-                await self._push(user_id, known)  # so a write guarded by this read is refused
+            if known:  # Redis lost the list (a restart): re-seed it unless another read or
+                # replica did; that raises the generation, so a write guarded by this read is
+                # refused
+                async with self._pushes.hold(user_id):
+                    await self._push(user_id, [self._event(i) for i in known], seed=True)
             return LiveEvents(known[-limit:], generation)
         return LiveEvents([_text(v) for v in raw], generation)
 

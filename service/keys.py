@@ -103,6 +103,12 @@ def events_key(model: str, user_id: str) -> str:
     return f"{PREFIX}:{_model(model)}:events:{user_token(user_id)}"
 
 
+def event_ids_key(model: str, user_id: str) -> str:
+    """The ids of the user's latest events Redis took (capped like the events): a push that
+    Redis ran after the client gave up on it, and that is sent again, is not applied twice."""
+    return f"{PREFIX}:{_model(model)}:eventids:{user_token(user_id)}"
+
+
 def events_generation_key(model: str, user_id: str) -> str:
     """A counter raised with every append to the user's live events: an L2 write computed from
     an older read of the events is refused (the cross-replica read-your-writes guard)."""

@@ -320,3 +320,22 @@ async def test_write_behind_skips_l2_writes_beyond_the_in_flight_bound(redis_url
         assert await cache.get(key("d")) == (b"d", "l1")  # the skipped ones are still in L1
     finally:
         await cache.close()
+
+
+@pytest.mark.asyncio
+async def test_l2_caches_a_bounded_number_of_lists_per_user(redis_url: str) -> None:
+    l2 = _redis_cache(redis_url, 60)
+    l2.max_keys_per_user = 3
+    sweep = [keys.recs_key(MODEL, 1, "sweeper", keys.params_digest(k=k)) for k in range(1, 6)]
+    try:
+        for k in sweep:  # a client sweeping k
+            await l2.set(k, b"list", "sweeper", MODEL)
+        assert [await l2.get(k) for k in sweep] == [b"list"] * 3 + [None] * 2
+        await l2.set(sweep[0], b"new", "sweeper", MODEL)  # a key it holds is still rewritten
+        assert await l2.get(sweep[0]) == b"new"
+        index = await l2._redis.scard(keys.user_index_key(MODEL, "sweeper"))
+        assert index == 3  # and so bounds the work of the user's next invalidation
+        await l2.invalidate_user(MODEL, "sweeper")
+        assert [await l2.get(k) for k in sweep] == [None] * 5
+    finally:
+        await l2.close()

@@ -244,6 +244,24 @@ async def test_an_event_taken_while_a_sync_pushes_lands_after_the_pending_ones(
 
 
 @pytest.mark.asyncio
+async def test_a_push_redis_ran_after_the_client_gave_up_is_not_applied_twice(
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
+) -> None:
+    history, replica = pair
+    await append_all(history, "u0", ["z"])  # a connection in the pool
+    for _ in range(3):
+        history.breaker.record_failure()  # the breaker opens: "a" waits in process, unsent
+    await append_all(history, "u1", ["a"])
+    await asyncio.sleep(0.35)  # the breaker lets one call through again
+    private_redis.pause()
+    await append_all(history, "u1", ["b"])  # "a", "b" sent, then timed out ...
+    assert "u1" in history.pending
+    private_redis.resume()  # ... and run by Redis once it resumes
+    assert await sync_once_redis_answers(history) == 1  # "a", "b" sent again
+    assert await replica.recent("u1", 10) == ["a", "b"]
+
+
+@pytest.mark.asyncio
 async def test_an_event_drops_the_users_l2_lists_in_the_same_redis_step(redis_url: str) -> None:
     history = redis_history(redis_url)
     l2 = RedisCache(history._redis, ttl_s=60, timeout_s=0.5, breaker=CircuitBreaker(3, 0.3))
@@ -307,18 +325,21 @@ async def test_events_redis_never_takes_at_shutdown_are_reported_lost_after_the_
 
 
 def test_pending_events_are_bounded_per_user_and_in_users() -> None:
+    def ev(*items: str) -> list[tuple[str, str]]:
+        return [(f"id-{i}", i) for i in items]
+
     pending = PendingEvents(cap=3, max_users=2)
-    pending.restore("u1", ["c", "d"])
-    pending.restore("u1", ["a", "b"])  # undelivered earlier events go before the later ones
-    assert pending.take("u1") == ["b", "c", "d"]  # the newest cap
-    pending.restore("u1", ["x"])
-    pending.restore("u2", ["y"])
+    pending.restore("u1", ev("c", "d"))
+    pending.restore("u1", ev("a", "b"))  # undelivered earlier events go before the later ones
+    assert pending.take("u1") == ev("b", "c", "d")  # the newest cap
+    pending.restore("u1", ev("x"))
+    pending.restore("u2", ev("y"))
     assert pending.users() == ["u1", "u2"]
-    pending.restore("u3", ["z"])  # a third user: the one touched least recently is dropped
+    pending.restore("u3", ev("z"))  # a third user: the one touched least recently is dropped
     assert pending.users() == ["u2", "u3"]
     assert pending.dropped_users == 1
     assert "u2" in pending
-    assert pending.take("u2") == ["y"]
+    assert pending.take("u2") == ev("y")
     assert "u2" not in pending
     assert pending.take("nobody") == []
 
@@ -337,6 +358,19 @@ async def test_a_restarted_empty_redis_is_reseeded_from_the_process(
         await asyncio.sleep(0.02)
     assert await history.recent("u1", 10) == ["a", "b"]
     assert await replica.recent("u1", 10) == ["a", "b"]
+
+
+@pytest.mark.asyncio
+async def test_reads_that_find_the_list_gone_at_once_seed_it_once(
+    pair: tuple[RedisHistory, RedisHistory], private_redis: RedisServer
+) -> None:
+    history, replica = pair
+    await append_all(history, "u1", ["a", "b"])
+    await append_all(replica, "u1", ["b"])  # the other replica holds the same user's last event
+    private_redis.flushall()  # Redis lost the lists (as after a restart)
+    reads = [history.recent("u1", 10), history.recent("u1", 5), replica.recent("u1", 10)]
+    await asyncio.gather(*reads)
+    assert await replica.recent("u1", 10) in (["a", "b"], ["b"])  # one seed, whichever was first
 
 
 def test_the_memory_store_holds_a_bounded_number_of_users() -> None:

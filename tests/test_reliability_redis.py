@@ -6,6 +6,7 @@ corrupt values under current cache keys."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import re
 import socket
@@ -120,11 +121,11 @@ def test_redis_killed_and_paused_mid_run_costs_no_5xx_and_the_breaker_opens_then
     assert figures["paused_p99_ms"] <= BUDGET_MS
 
 
-def _mixed(client: int) -> Iterator[tuple[str, str]]:
+def _mixed(client: int, known: int = 300) -> Iterator[tuple[str, str]]:
     """Half known users (L1 hits once warm), half users never seen before (L1 misses that go to
     Redis: L2, live history), as real traffic has: the breaker only learns from calls."""
     for i in itertools.count():
-        user = str((client * 7 + i) % 300 + 1) if i % 2 == 0 else f"new-{client}-{i}"
+        user = str((client * 7 + i) % known + 1) if i % 2 == 0 else f"new-{client}-{i}"
         yield user, f"/recommend/{user}?k=10"
 
 
@@ -133,7 +134,9 @@ def test_a_redis_pool_smaller_than_the_concurrency_gives_no_5xx(
 ) -> None:
     settings = {"REDIS__MAX_CONNECTIONS": "2", "CACHE__L1_SIZE": "0"}  # every request -> Redis
     with live(store_dir, tmp_path, redis_url, **settings) as svc:
-        with Load(svc.svc.port, clients=32, rate=25, paths=_mixed) as load:
+        # 20 known users, so each is asked for several times in the 3 s (L2 hits, not chance)
+        paths = functools.partial(_mixed, known=20)
+        with Load(svc.svc.port, clients=32, rate=25, paths=paths) as load:
             time.sleep(3.0)
         l2_hits = svc.metric("cinesync_cache_requests_total", tier="l2", result="hit")
         clients = redis.Redis.from_url(redis_url).client_list()
