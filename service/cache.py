@@ -59,6 +59,24 @@ class NullCache:
         return None
 
 
+class _Epochs(LRUCache[str, int]):
+    """Invalidation epochs of the users invalidated most recently; a user whose entry was
+    evicted reads as invalidated at the highest epoch evicted (``floor``): a write computed
+    before that is skipped (a later miss) rather than possibly stale."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self.floor = 0
+
+    def popitem(self) -> tuple[str, int]:
+        key, epoch = super().popitem()
+        self.floor = max(self.floor, epoch)
+        return key, epoch
+
+    def of(self, index_key: str) -> int:
+        return self.get(index_key, self.floor)
+
+
 class TieredCache:
     """L1 (in-process) over L2 (Redis or null): an L2 hit fills L1.
 
@@ -79,7 +97,7 @@ class TieredCache:
         self.l1 = l1
         self.l2 = l2
         self._seq = 0
-        self._invalidated: LRUCache[str, int] = LRUCache(maxsize=epochs)
+        self._invalidated = _Epochs(epochs)
         self._forgotten_at = 0  # the epoch of the last forget_local(): every user invalidated
         self._writes: set[asyncio.Task[None]] = set()
         # L2 write tasks per user index key, so an invalidation can wait for that user's writes
@@ -92,10 +110,15 @@ class TieredCache:
         """A marker to pass to :meth:`set`: invalidations after it make that set a no-op."""
         return self._seq
 
+    def user_epoch(self, index_key: str) -> int:
+        """The epoch of the user's last invalidation (or of a ``forget_local`` after it): it
+        moves only when something happens to this user's entries, unlike ``snapshot()``."""
+        return max(self._forgotten_at, self._invalidated.of(index_key))
+
     def _stale(self, index_key: str | None, snapshot: int | None) -> bool:
         if snapshot is None or index_key is None:
             return False
-        return max(self._forgotten_at, self._invalidated.get(index_key, 0)) > snapshot
+        return self.user_epoch(index_key) > snapshot
 
     async def get(self, key: str) -> tuple[bytes | None, Tier]:
         """The value and the tier that answered (``miss`` when neither had it)."""

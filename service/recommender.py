@@ -141,7 +141,9 @@ class Recommender:
         late = self.cache.l1.peek(key)  # a flight for this key may have ended while L2 answered
         if late is not None:  # (no await from here to `do`: no flight can end in between)
             return self._served(bundle, user_id, "l1", late)
-        flight = f"{key}#{snapshot}"  # a flight that began before an invalidation is not joined
+        # a flight that began before the user's invalidation is not joined; other users'
+        # invalidations (every event anywhere, over pub/sub) do not split it
+        flight = f"{key}#{self.cache.user_epoch(keys.user_index_key(bundle.name, user_id))}"
         computed = await self._flights.do(
             flight, lambda: self._compute(bundle, user_id, query, key, snapshot)
         )

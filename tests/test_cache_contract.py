@@ -213,6 +213,18 @@ async def test_tiered_skips_a_write_computed_before_the_users_invalidation(
 
 
 @pytest.mark.asyncio
+async def test_tiered_skips_a_stale_write_even_when_the_users_epoch_was_evicted() -> None:
+    tiered = TieredCache(L1Cache(size=100, ttl_s=60), NullCache(), epochs=2)
+    snapshot = tiered.snapshot()  # u1's miss starts computing ...
+    for user in ("u1", "u2", "u3"):  # ... u1's event, then so many others that u1's is evicted
+        await tiered.invalidate_user(MODEL, user)
+    await tiered.set(key("u1"), b"stale", "u1", MODEL, snapshot=snapshot)
+    assert await tiered.get(key("u1")) == (None, "miss")
+    await tiered.set(key("u1"), b"fresh", "u1", MODEL, snapshot=tiered.snapshot())
+    assert await tiered.get(key("u1")) == (b"fresh", "l1")
+
+
+@pytest.mark.asyncio
 async def test_tiered_does_not_refill_l1_from_an_l2_read_that_raced_an_invalidation(
     tiered: TieredCache,
 ) -> None:

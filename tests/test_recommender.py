@@ -143,24 +143,42 @@ def make_recommender(bundle: Bundle) -> Recommender:
     )
 
 
-@pytest.mark.asyncio
-async def test_a_stampede_for_one_uncached_user_computes_once(
-    bundle: Bundle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = 0
+@pytest.fixture
+def rank_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per call of the recommender's ranking (a computation)."""
+    calls: list[int] = []
     real_rank = service.recommender.rank
 
     def counting_rank(*args, **kwargs):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
+        calls.append(1)
         return real_rank(*args, **kwargs)
 
     monkeypatch.setattr(service.recommender, "rank", counting_rank)
+    return calls
+
+
+@pytest.mark.asyncio
+async def test_a_stampede_for_one_uncached_user_computes_once(
+    bundle: Bundle, rank_calls: list[int]
+) -> None:
     rec = make_recommender(bundle)
     served = await asyncio.gather(*(rec.recommend("stampede", 10, True, None) for _ in range(200)))
-    assert calls == 1
+    assert len(rank_calls) == 1
     assert len({s.body for s in served}) == 1
     assert {s.tier for s in served} == {"miss"}
+
+
+@pytest.mark.asyncio
+async def test_other_users_invalidations_do_not_split_a_stampede(
+    bundle: Bundle, rank_calls: list[int]
+) -> None:
+    rec = make_recommender(bundle)
+    ask = [rec.recommend("stampede", 10, True, None) for _ in range(100)]
+    # events of other users (here or over pub/sub) land while the computation is in flight
+    others = [rec.cache.invalidate_user(MODEL, f"someone-else-{i}") for i in range(3)]
+    more = [rec.recommend("stampede", 10, True, None) for _ in range(100)]
+    await asyncio.gather(*ask, *others, *more)
+    assert len(rank_calls) == 1
 
 
 @pytest.mark.asyncio
