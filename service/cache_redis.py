@@ -111,6 +111,9 @@ class RedisCache:
         self._metrics = metrics
         # Users whose invalidation failed (Redis away): their keys are misses until it is done.
         self._pending: OrderedDict[str, None] = OrderedDict()
+        self.dropped_invalidations = 0  # deferred ones given up (past the bound)
+        if metrics is not None:
+            metrics.watch_dropped("l2_invalidation", lambda: self.dropped_invalidations)
         self._max_pending = max_pending_invalidations
         self._flush_batch = flush_batch
         self.max_keys_per_user = max_keys_per_user
@@ -188,6 +191,7 @@ class RedisCache:
             self._pending.move_to_end(index_key)
             while len(self._pending) > self._max_pending:
                 self._pending.popitem(last=False)
+                self.dropped_invalidations += 1
 
     async def _flush_pending(self) -> None:
         """Carry out up to ``flush_batch`` deferred invalidations in one round trip."""

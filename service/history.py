@@ -186,6 +186,7 @@ class PendingEvents:
         self.cap, self.max_users = cap, max_users
         self._users: OrderedDict[str, list[Event]] = OrderedDict()
         self.dropped_users = 0
+        self.dropped_events = 0  # lost for good: past the per-user cap or with a dropped user
 
     def __len__(self) -> int:
         return len(self._users)
@@ -202,10 +203,13 @@ class PendingEvents:
 
     def restore(self, user_id: str, events: list[Event]) -> None:
         """Put back ``events`` that a push did not deliver, before any queued since."""
-        self._users[user_id] = (events + self._users.pop(user_id, []))[-self.cap :]
+        kept = events + self._users.pop(user_id, [])
+        self.dropped_events += max(0, len(kept) - self.cap)
+        self._users[user_id] = kept[-self.cap :]
         while len(self._users) > self.max_users:
-            dropped, _ = self._users.popitem(last=False)
+            dropped, lost = self._users.popitem(last=False)
             self.dropped_users += 1
+            self.dropped_events += len(lost)
             log.warning("live history: events of user %r never reached Redis", dropped[:64])
 
 
@@ -246,6 +250,7 @@ class RedisHistory:
         self._pushes = KeyedLock()
         if metrics is not None:
             metrics.history_pending_users.set_function(lambda: len(self.pending))
+            metrics.watch_dropped("pending_events", lambda: self.pending.dropped_events)
         # set by the service: invalidate the user everywhere after a push of pending events
         self.on_synced: Callable[[str], Awaitable[None]] | None = None
         self._append_script = client.register_script(_APPEND_LUA)

@@ -56,6 +56,7 @@ class Invalidations:
         self.received = 0
         self.subscriptions = 0  # confirmed subscriptions: 1 + reconnections
         self._unannounced: OrderedDict[str, None] = OrderedDict()
+        self.dropped = 0  # announcements given up (past MAX_UNANNOUNCED)
 
     async def publish(self, user_id: str) -> None:
         """Announce `user_id`'s invalidation. When Redis does not take it (an error, a timeout,
@@ -70,6 +71,7 @@ class Invalidations:
                 self._unannounced.move_to_end(user_id)
                 while len(self._unannounced) > MAX_UNANNOUNCED:
                     self._unannounced.popitem(last=False)
+                    self.dropped += 1
 
     async def _send(self, user_id: str) -> bool:
         if not self._breaker.allow():

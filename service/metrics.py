@@ -6,6 +6,8 @@ Label values are clamped to known sets, so a client can never grow the label car
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -15,6 +17,8 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from service.exposure import OnlineExposure
 
@@ -29,6 +33,29 @@ REQUEST_RESULTS = frozenset({"ok", "client_error", "server_error", "rejected"})
 CACHE_TIERS = frozenset({"l1", "l2"})
 CACHE_RESULTS = frozenset({"hit", "miss", "error"})
 HISTORY_OPS = frozenset({"append", "recent"})
+# work given up at a bound: events of a user (never reached Redis), an invalidation announcement,
+# an L2 write behind, a deferred L2 invalidation
+DROPPED = ("pending_events", "announcement", "l2_write", "l2_invalidation")
+
+
+class _Dropped(Collector):
+    """``cinesync_dropped_total{what}``, read from the counts the components keep."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Callable[[], int]] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "cinesync_dropped",
+            "Work given up because a bound was reached (pending_events: a user's events that "
+            "never reached Redis, lost with this process's memory).",
+            labels=["what"],
+        )
+        for what in DROPPED:
+            source = self.sources.get(what)
+            family.add_metric([what], float(source() if source is not None else 0))
+        yield family
+
 
 __all__ = ["LATENCY_BUCKETS", "OnlineExposure", "ServiceMetrics"]
 
@@ -103,6 +130,8 @@ class ServiceMetrics:
             "L2 writes Redis refused: the user posted an event after the value was computed.",
             registry=r,
         )
+        self._dropped = _Dropped()
+        r.register(self._dropped)
 
         self._cache_children = {
             (t, res): self.cache_requests.labels(t, res)
@@ -139,6 +168,13 @@ class ServiceMetrics:
 
     def count_history_fallback(self, op: str) -> None:
         self.history_fallbacks.labels(_clamp(op, HISTORY_OPS, "append")).inc()
+
+    def watch_dropped(self, what: str, count: Callable[[], int]) -> None:
+        """Export ``count()`` (a running total a component keeps) as the ``what`` series of
+        ``cinesync_dropped_total``."""
+        if what not in DROPPED:
+            raise ValueError(f"unknown dropped-work series {what!r}")
+        self._dropped.sources[what] = count
 
     def set_breaker_open(self, is_open: bool) -> None:
         self.breaker_open.set(1.0 if is_open else 0.0)

@@ -152,9 +152,10 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
     redis = await _open_redis(settings, metrics, local)
     l1 = L1Cache(settings.cache.l1_size, settings.cache.l1_ttl_s, metrics)
     cache = TieredCache(l1, redis.l2 if redis is not None else NullCache())
+    metrics.watch_dropped("l2_write", lambda: cache.skipped_writes)
     invalidations = None
     if redis is not None:
-        invalidations = Invalidations(
+        invalidations = announcer = Invalidations(
             redis.client,
             settings.model_name,
             cache.invalidate_local,  # the event's own Redis step dropped the user's L2 lists
@@ -162,6 +163,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
             breaker=redis.breaker,
             timeout_s=settings.redis.socket_timeout_s,
         )
+        metrics.watch_dropped("announcement", lambda: announcer.dropped)
     history: LiveHistory = redis.history if redis is not None else local
     exposure = metrics.online_exposure(settings.exposure_window, 0)
     metrics.set_bundle_ready(False)

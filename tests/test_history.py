@@ -341,7 +341,31 @@ def test_pending_events_are_bounded_per_user_and_in_users() -> None:
     assert "u2" in pending
     assert pending.take("u2") == ev("y")
     assert "u2" not in pending
+    assert pending.dropped_events == 2  # "a" past the cap, then u1's "x" with u1
     assert pending.take("nobody") == []
+
+
+@pytest.mark.asyncio
+async def test_events_lost_at_the_pending_bound_are_counted_in_the_dropped_metric(
+    private_redis: RedisServer, metrics: ServiceMetrics
+) -> None:
+    client = make_redis(private_redis.url, socket_timeout_s=0.5, connect_timeout_s=0.5,
+                        max_connections=8)  # fmt: skip
+    history = RedisHistory(
+        client, model=MODEL, cap=CAP, timeout_s=0.2, breaker=CircuitBreaker(1, 60),
+        local=MemoryHistory(cap=CAP, max_users=1), metrics=metrics,
+    )  # fmt: skip
+    try:
+        private_redis.pause()
+        await append_all(history, "u1", ["a", "b"])
+        await append_all(history, "u2", ["z"])  # one pending user at most: u1's two are lost
+        value = metrics.registry.get_sample_value(
+            "cinesync_dropped_total", {"what": "pending_events"}
+        )
+        assert value == 2
+    finally:
+        private_redis.resume()
+        await close(history)
 
 
 @pytest.mark.asyncio

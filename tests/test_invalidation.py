@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from conftest import until
 
+import service.invalidation
 from service import keys
 from service.breaker import CircuitBreaker
 from service.cache import NullCache, TieredCache
@@ -141,3 +142,16 @@ async def test_an_announcement_cancelled_mid_send_is_sent_again(
     finally:
         private_redis.resume()
     await until(lambda: b.cache.l1.peek(recs("u1")) is None)  # sent once Redis answers
+
+
+async def test_announcements_past_the_bound_are_dropped_and_counted(
+    replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = replicas
+    monkeypatch.setattr(service.invalidation, "MAX_UNANNOUNCED", 2)
+    for _ in range(50):
+        a.invalidations._breaker.record_failure()
+    for user in ("u1", "u2", "u3"):
+        await a.invalidations.publish(user)
+    assert list(a.invalidations._unannounced) == ["u2", "u3"]
+    assert a.invalidations.dropped == 1

@@ -29,6 +29,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "cinesync_history_fallbacks": ("counter", {"op"}),  # addition beyond the COMMON.md list
     "cinesync_cache_stale_writes": ("counter", set()),  # addition: refused L2 writes
     "cinesync_history_pending_users": ("gauge", set()),  # addition: events not in Redis yet
+    "cinesync_dropped": ("counter", {"what"}),  # addition: work given up at a bound
 }
 
 
