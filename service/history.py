@@ -52,19 +52,24 @@ from service.redis_client import REDIS_ERRORS
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_ITEM_ID_CHARS = 256
+# how long Redis remembers the ids of a user's events after the user's last push: a push sent
+# again (its first send timed out on the client, though Redis ran it) comes within seconds
+EVENT_IDS_TTL_S = 600.0
 
 # KEYS[1] = the user's list, KEYS[2] = its generation, KEYS[3] = the index of the user's L2
 # lists (service.cache_redis), dropped with them in the same step, KEYS[4] = the ids of the
-# user's latest events; ARGV = cap, ttl_ms, seed, then (event id, item) pairs. An event whose id
-# is known was applied by an earlier send of the same push (one the client timed out on) and is
-# skipped; a repeat of the last item collapses. With seed = 1 nothing happens unless the list is
-# gone (re-seeding a restarted Redis: two replicas doing it at once must not both push).
+# user's latest events; ARGV = cap, ttl_ms, ids_ttl_ms, seed, then (event id, item) pairs. An
+# event whose id is known was applied by an earlier send of the same push (one the client timed
+# out on) and is skipped; a repeat of the last item collapses. The ids live ids_ttl_ms after the
+# user's last push (a re-send comes within seconds), so idle users cost Redis nothing for them.
+# With seed = 1 nothing happens unless the list is gone (re-seeding a restarted Redis: two
+# replicas doing it at once must not both push).
 _APPEND_LUA = (
     drop_user_lua(3)
     + """
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local last = redis.call('LINDEX', KEYS[1], -1)
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   if not redis.call('LPOS', KEYS[4], ARGV[i]) then
     if ARGV[i + 1] ~= last then
       redis.call('RPUSH', KEYS[1], ARGV[i + 1])
@@ -73,10 +78,10 @@ for i = 4, #ARGV, 2 do
     redis.call('RPUSH', KEYS[4], ARGV[i])
   end
 end
-for _, k in ipairs({KEYS[1], KEYS[4]}) do
-  redis.call('LTRIM', k, -tonumber(ARGV[1]), -1)
-  redis.call('PEXPIRE', k, ARGV[2])
-end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[1]), -1)
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('LLEN', KEYS[1])
@@ -240,6 +245,7 @@ class RedisHistory:
         self._model = model
         self.cap = cap
         self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._ids_ttl_ms = min(self._ttl_ms, round(EVENT_IDS_TTL_S * 1000))
         self._timeout_s = timeout_s
         self.breaker = breaker
         self.local = local if local is not None else MemoryHistory(cap=cap)
@@ -287,7 +293,7 @@ class RedisHistory:
             keys.user_index_key(self._model, user_id),
             keys.event_ids_key(self._model, user_id),
         ]
-        args: list[str | int] = [self.cap, self._ttl_ms, int(seed)]
+        args: list[str | int] = [self.cap, self._ttl_ms, self._ids_ttl_ms, int(seed)]
         args += itertools.chain.from_iterable(events)
         return await self._call(lambda: self._append_script(keys=keys_, args=args)) is not None
 

@@ -104,8 +104,9 @@ def events_key(model: str, user_id: str) -> str:
 
 
 def event_ids_key(model: str, user_id: str) -> str:
-    """The ids of the user's latest events Redis took (capped like the events): a push that
-    Redis ran after the client gave up on it, and that is sent again, is not applied twice."""
+    """The ids of the user's latest events Redis took (capped like the events, kept minutes
+    after the user's last push): a push that Redis ran after the client gave up on it, and that
+    is sent again, is not applied twice."""
     return f"{PREFIX}:{_model(model)}:eventids:{user_token(user_id)}"
 
 

@@ -15,7 +15,13 @@ from conftest import until
 from service import keys
 from service.breaker import CircuitBreaker
 from service.cache_redis import RedisCache
-from service.history import LiveHistory, MemoryHistory, PendingEvents, RedisHistory
+from service.history import (
+    EVENT_IDS_TTL_S,
+    LiveHistory,
+    MemoryHistory,
+    PendingEvents,
+    RedisHistory,
+)
 from service.metrics import ServiceMetrics
 from service.redis_client import make_redis
 
@@ -117,6 +123,9 @@ async def test_redis_keeps_a_capped_list_with_a_ttl(redis_url: str) -> None:
         key = keys.events_key(MODEL, "u1")
         assert await raw.llen(key) == CAP
         assert 0 < await raw.pttl(key) <= 3_600_000
+        ids = keys.event_ids_key(MODEL, "u1")  # capped too, and kept only while the user is active
+        assert await raw.llen(ids) == CAP
+        assert 0 < await raw.pttl(ids) <= EVENT_IDS_TTL_S * 1000
         # Another process's view (a second replica) sees the same events.
         replica = redis_history(redis_url)
         assert await replica.recent("u1", 3) == ["i17", "i18", "i19"]
