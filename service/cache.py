@@ -196,10 +196,8 @@ class TieredCache:
 
     async def invalidate_user(self, model: str, user_id: str) -> None:
         """Drop every cached key of the user (L2 first, so L2 cannot refill L1 after it)."""
-        self._seq += 1
+        await self.invalidate_local(model, user_id)
         index_key = keys.user_index_key(model, user_id)
-        self._invalidated[index_key] = self._seq
-        await self.l1.invalidate_user(model, user_id)
         # An L2 write past its stale check may still be sending its SET on another
         # pooled connection; if that SET reached Redis after the DEL below, a stale list would
         # outlive the invalidation. Later tasks see the new epoch and skip; wait for these.

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
 
 from service import keys
+from service.bounded import BoundedKeys
 from service.breaker import CircuitBreaker
 from service.metrics import ServiceMetrics
 from service.redis_client import REDIS_ERRORS
@@ -110,11 +110,9 @@ class RedisCache:
         self.breaker = breaker
         self._metrics = metrics
         # Users whose invalidation failed (Redis away): their keys are misses until it is done.
-        self._pending: OrderedDict[str, None] = OrderedDict()
-        self.dropped_invalidations = 0  # deferred ones given up (past the bound)
+        self._pending = BoundedKeys(max_pending_invalidations)
         if metrics is not None:
-            metrics.watch_dropped("l2_invalidation", lambda: self.dropped_invalidations)
-        self._max_pending = max_pending_invalidations
+            metrics.watch_dropped("l2_invalidation", lambda: self._pending.dropped)
         self._flush_batch = flush_batch
         self.max_keys_per_user = max_keys_per_user
         self._set_script = client.register_script(_SET_LUA)
@@ -187,11 +185,7 @@ class RedisCache:
             await self._call(lambda: self._redis.eval(_INVALIDATE_LUA, 1, index_key))
         except _UnavailableError as exc:
             log.warning("cache invalidation deferred until Redis answers: %s", exc)
-            self._pending[index_key] = None
-            self._pending.move_to_end(index_key)
-            while len(self._pending) > self._max_pending:
-                self._pending.popitem(last=False)
-                self.dropped_invalidations += 1
+            self._pending.add(index_key)
 
     async def _flush_pending(self) -> None:
         """Carry out up to ``flush_batch`` deferred invalidations in one round trip."""
@@ -201,7 +195,7 @@ class RedisCache:
             pipe.eval(_INVALIDATE_LUA, 1, index_key)
         await self._call(pipe.execute)
         for index_key in batch:
-            self._pending.pop(index_key, None)
+            self._pending.discard(index_key)
 
     async def close(self) -> None:
         await self._redis.aclose()

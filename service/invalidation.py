@@ -17,12 +17,12 @@ import contextlib
 import json
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
 from service import keys
+from service.bounded import BoundedKeys
 from service.breaker import CircuitBreaker
 from service.redis_client import REDIS_ERRORS
 
@@ -55,8 +55,12 @@ class Invalidations:
         self.origin = uuid.uuid4().hex
         self.received = 0
         self.subscriptions = 0  # confirmed subscriptions: 1 + reconnections
-        self._unannounced: OrderedDict[str, None] = OrderedDict()
-        self.dropped = 0  # announcements given up (past MAX_UNANNOUNCED)
+        self._unannounced = BoundedKeys(MAX_UNANNOUNCED)  # (its ``dropped``: given up)
+
+    @property
+    def dropped(self) -> int:
+        """Announcements given up: more users waited for Redis than MAX_UNANNOUNCED."""
+        return self._unannounced.dropped
 
     async def publish(self, user_id: str) -> None:
         """Announce `user_id`'s invalidation. When Redis does not take it (an error, a timeout,
@@ -67,11 +71,7 @@ class Invalidations:
             sent = await self._send(user_id)
         finally:
             if not sent:
-                self._unannounced[user_id] = None
-                self._unannounced.move_to_end(user_id)
-                while len(self._unannounced) > MAX_UNANNOUNCED:
-                    self._unannounced.popitem(last=False)
-                    self.dropped += 1
+                self._unannounced.add(user_id)
 
     async def _send(self, user_id: str) -> bool:
         if not self._breaker.allow():
@@ -93,7 +93,7 @@ class Invalidations:
         for user_id in list(self._unannounced):
             if not await self._send(user_id):
                 break
-            self._unannounced.pop(user_id, None)
+            self._unannounced.discard(user_id)
             sent += 1
         return sent
 

@@ -155,7 +155,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
     metrics.watch_dropped("l2_write", lambda: cache.skipped_writes)
     invalidations = None
     if redis is not None:
-        invalidations = announcer = Invalidations(
+        invalidations = Invalidations(
             redis.client,
             settings.model_name,
             cache.invalidate_local,  # the event's own Redis step dropped the user's L2 lists
@@ -163,6 +163,7 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
             breaker=redis.breaker,
             timeout_s=settings.redis.socket_timeout_s,
         )
+        announcer = invalidations
         metrics.watch_dropped("announcement", lambda: announcer.dropped)
     history: LiveHistory = redis.history if redis is not None else local
     exposure = metrics.online_exposure(settings.exposure_window, 0)

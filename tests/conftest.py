@@ -9,9 +9,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +101,16 @@ async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def cancel_midway(call: Coroutine[Any, Any, object], after_s: float = 0.1) -> None:
+    """Run ``call`` for ``after_s`` (while it waits, e.g. on a paused Redis), then cancel it
+    as a request that goes away would; it must end cancelled."""
+    task = asyncio.create_task(call)
+    await asyncio.sleep(after_s)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
-from conftest import until
+from conftest import cancel_midway, until
 
-import service.invalidation
 from service import keys
 from service.breaker import CircuitBreaker
 from service.cache import NullCache, TieredCache
@@ -133,11 +132,7 @@ async def test_an_announcement_cancelled_mid_send_is_sent_again(
     await b.cache.set(recs("u1"), b"list", "u1", MODEL)
     private_redis.pause()
     try:
-        publish = asyncio.create_task(a.invalidations.publish("u1"))
-        await asyncio.sleep(0.1)  # the PUBLISH waits on the paused Redis ...
-        publish.cancel()  # ... when the request that made it goes away
-        with pytest.raises(asyncio.CancelledError):
-            await publish
+        await cancel_midway(a.invalidations.publish("u1"))  # the PUBLISH waited on Redis
         assert list(a.invalidations._unannounced) == ["u1"]
     finally:
         private_redis.resume()
@@ -145,10 +140,10 @@ async def test_an_announcement_cancelled_mid_send_is_sent_again(
 
 
 async def test_announcements_past_the_bound_are_dropped_and_counted(
-    replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
+    replicas: tuple[Replica, Replica],
 ) -> None:
     a, _ = replicas
-    monkeypatch.setattr(service.invalidation, "MAX_UNANNOUNCED", 2)
+    a.invalidations._unannounced.limit = 2
     for _ in range(50):
         a.invalidations._breaker.record_failure()
     for user in ("u1", "u2", "u3"):
