@@ -111,7 +111,9 @@ class LiveEvents:
 
 @runtime_checkable
 class LiveHistory(Protocol):
-    """A user's recent events, newest last."""
+    """A user's recent events, newest last: at most ``cap`` per user."""
+
+    cap: int
 
     async def append(self, user_id: str, item_id: str, ts: float) -> None: ...
 

@@ -105,9 +105,10 @@ class Recommender:
 
     async def user_history(self, bundle: Bundle, user_id: str) -> tuple[np.ndarray, str | None]:
         """Bundle history + live events mapped to this bundle's ids (unknown ids dropped), and
-        the generation of the live events read (see ``LiveEvents``)."""
+        the generation of the live events read (see ``LiveEvents``). Every live event kept is
+        read, not only the encoder's window: all of them are seen items to exclude."""
         known = bundle.users.get(user_id)
-        live = await self.history.read(user_id, bundle.encoder.max_len)
+        live = await self.history.read(user_id, self.history.cap)
         index_of = bundle.catalog.index_of
         mapped = [index_of[i] for i in live.items if i in index_of]
         if not mapped:

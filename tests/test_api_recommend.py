@@ -60,6 +60,23 @@ async def test_seen_items_are_never_returned_when_excluded(client: httpx.AsyncCl
     assert len(set(returned)) == len(returned)
 
 
+async def test_live_events_older_than_the_encoder_window_are_still_excluded(
+    client: httpx.AsyncClient,
+) -> None:
+    bundle = served_bundle(client)
+    max_len = bundle.encoder.max_len
+    posted = bundle.catalog.item_ids[1 : max_len + 11]  # row 0 is padding; more than it reads
+    for item_id in posted:
+        event = {"item_id": item_id, "type": "view"}
+        r = await client.post("/users/long-session/events", json=event)
+        assert r.status_code == 202, r.text
+    k = min(100, bundle.n_items - len(posted))
+    body = (await client.get("/recommend/long-session", params={"k": k})).json()
+    returned = {item["item_id"] for item in body["items"]}
+    assert len(returned) == k
+    assert not returned & set(posted)
+
+
 async def test_seen_items_may_return_when_exclude_seen_is_false(client: httpx.AsyncClient) -> None:
     user_id, history = user_with_history(client, 20)
     body = (
