@@ -59,6 +59,12 @@ def ablation_arms(sasrec_epochs: int = 12, tt_epochs: int = 10) -> list[Arm]:
             {**s, "train.schedule": "onecycle"},
         ),
         Arm(
+            "sasrec-restarts",
+            "sasrec",
+            "LR schedule: cosine warm restarts (3 cycles, each twice as long)",
+            {**s, "train.schedule": "restarts"},
+        ),
+        Arm(
             "sasrec-constant",
             "sasrec",
             "LR schedule: constant",

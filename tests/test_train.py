@@ -26,7 +26,7 @@ from training.data import Split, leave_one_out, load_dataset
 from training.errors import ConfigError
 from training.models import MODELS, get_model_spec
 from training.models.sasrec import SASRec, SASRecConfig
-from training.schedule import build_optimizer, build_scheduler
+from training.schedule import build_optimizer, build_scheduler, lr_factor
 from training.sequences import training_windows
 from training.train import autocast, seed_everything, train
 
@@ -178,7 +178,7 @@ def test_length_sorted_batches_cover_every_row_once() -> None:
     assert sorted(torch.cat(batches).tolist()) == list(range(len(w)))
 
 
-@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "restarts", "constant"])
 def test_schedules_warm_up_then_follow_their_shape(schedule: str) -> None:
     model = torch.nn.Linear(2, 2)
     config = TrainConfig(epochs=10, lr=0.1, schedule=schedule, warmup=0.2)
@@ -196,13 +196,32 @@ def test_schedules_warm_up_then_follow_their_shape(schedule: str) -> None:
         assert lrs[-1] < 0.01
 
 
+@pytest.mark.parametrize("cycles", [1, 2, 3])
+def test_warm_restarts_equal_torch_cosine_annealing_warm_restarts(cycles: int) -> None:
+    t0, warm = 10, 5
+    total = warm + t0 * (2**cycles - 1)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    oracle = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=t0, T_mult=2)
+    expected = []
+    for _ in range(total - warm):
+        expected.append(oracle.get_last_lr()[0])
+        optimizer.step()
+        oracle.step()
+    ours = [lr_factor("restarts", step, total, warm, cycles) for step in range(warm, total)]
+    assert ours == pytest.approx(expected, abs=1e-12)
+    restarts = [s for s in range(1, len(ours)) if ours[s] > ours[s - 1]]
+    assert restarts == [t0 * (2**i - 1) for i in range(1, cycles)]
+    assert ours[0] == 1.0
+
+
 def test_unknown_keys_and_bad_values_are_clear_config_errors(tmp_path: Path) -> None:
     cases = {
         "[train]\nepoch = 3\n": "unknown key train.epoch; allowed: amp, batch_size",
         "[model]\nlayers = 3\n": "unknown key model.layers",
         '[train]\nlr = "fast"\n': "train.lr = 'fast': expected float, got str",
         "[train]\nepochs = 2.5\n": "expected int",
-        '[train]\nschedule = "linear"\n': "must be one of ('onecycle', 'cosine', 'constant')",
+        '[train]\nschedule = "linear"\n': "one of ('onecycle', 'cosine', 'restarts', 'constant')",
+        "[train]\ncycles = 0\n": "train.cycles = 0: must be in",
         "[model]\nn_items = 10\n": "model.n_items is set from the dataset",
         "[model]\ndim = 10\nn_heads = 3\n": "divisible",
         "[optimizer]\nlr = 1\n": "unknown table(s) optimizer",

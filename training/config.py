@@ -18,7 +18,7 @@ from typing import Any
 from training.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SCHEDULES = ("onecycle", "cosine", "constant")
+SCHEDULES = ("onecycle", "cosine", "restarts", "constant")
 AMP_MODES = ("off", "bf16", "fp16")
 DATASET_FIELDS = frozenset({"n_items"})  # model fields filled in from the dataset, never from TOML
 
@@ -29,8 +29,9 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # AdamW, on weight matrices only (not embeddings, norms, biases)
-    schedule: str = "onecycle"  # "onecycle" | "cosine" | "constant"
+    schedule: str = "onecycle"  # "onecycle" | "cosine" | "restarts" | "constant"
     warmup: float = 0.05  # fraction of all steps spent warming up
+    cycles: int = 3  # "restarts": cosine cycles after warm-up, each twice as long as the last
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     amp: str = "off"  # "off" | "bf16" (CPU/CUDA) | "fp16" (CUDA, with a GradScaler)
     patience: int = 10  # evaluations without a better validation NDCG@10 before stopping; 0 = off
@@ -55,6 +56,7 @@ class TrainConfig:
             f"must be one of {SCHEDULES}",
         )
         _check(0 <= self.warmup < 1, "train.warmup", self.warmup, "must be in [0, 1)")
+        _check(1 <= self.cycles <= 16, "train.cycles", self.cycles, "must be in [1, 16]")
         _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "must be >= 0")
         _check(self.amp in AMP_MODES, "train.amp", self.amp, f"must be one of {AMP_MODES}")
         _check(self.patience >= 0, "train.patience", self.patience, "must be >= 0")
