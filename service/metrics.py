@@ -26,6 +26,12 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015,
     0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+# one scoring step (an encoder call, an index search) takes tens to hundreds of microseconds:
+# the request buckets (from 0.5 ms) would put every one in the first bucket
+STAGE_BUCKETS = (
+    0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075,
+    0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
 ENDPOINTS = frozenset({"recommend", "events", "explain", "admin_reload", "admin_models", "other"})
 STRATEGIES = frozenset({"sequential", "blend", "content", "features", "popular", "none"})
 TIERS = frozenset({"l1", "l2", "miss", "none"})
@@ -57,7 +63,7 @@ class _Dropped(Collector):
         yield family
 
 
-__all__ = ["LATENCY_BUCKETS", "OnlineExposure", "ServiceMetrics"]
+__all__ = ["LATENCY_BUCKETS", "STAGE_BUCKETS", "OnlineExposure", "ServiceMetrics"]
 
 
 def _clamp(value: str, allowed: frozenset[str], default: str) -> str:
@@ -84,11 +90,11 @@ class ServiceMetrics:
         )  # fmt: skip
         self.encoder_duration = Histogram(
             "cinesync_encoder_duration_seconds", "ONNX encoder latency.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.index_search_duration = Histogram(
             "cinesync_index_search_duration_seconds", "FAISS search latency.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.reloads = Counter(
             "cinesync_reloads_total", "Bundle reloads by result.", ["result"], registry=r

@@ -8,7 +8,7 @@ import random
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import LATENCY_BUCKETS, OnlineExposure, ServiceMetrics
+from service.metrics import LATENCY_BUCKETS, STAGE_BUCKETS, OnlineExposure, ServiceMetrics
 
 CONTRACT: dict[str, tuple[str, set[str]]] = {
     # family name (as the parser reports it) -> (type, label names)
@@ -79,6 +79,25 @@ def test_request_latency_uses_the_contract_buckets() -> None:
     assert LATENCY_BUCKETS[:3] == (0.0005, 0.001, 0.0015)
     assert LATENCY_BUCKETS[-1] == 2.5
     assert len(LATENCY_BUCKETS) == 20
+
+
+@pytest.mark.parametrize(
+    "name", ["cinesync_encoder_duration_seconds", "cinesync_index_search_duration_seconds"]
+)
+def test_a_p99_of_a_quarter_millisecond_step_reads_within_its_bucket(name: str) -> None:
+    m = ServiceMetrics()
+    histogram = (
+        m.encoder_duration if name.startswith("cinesync_encoder") else m.index_search_duration
+    )
+    for _ in range(1000):
+        histogram.observe(0.00024)
+    _, _, samples = families(m)[name]
+    buckets = sorted((float(s[1]["le"]), s[2]) for s in samples if s[0].endswith("_bucket"))
+    assert [b for b, _ in buckets] == [*STAGE_BUCKETS, float("inf")]
+    # Prometheus's histogram_quantile interpolates inside the first bucket that holds the rank
+    upper = next(b for b, count in buckets if count >= 990)
+    lower = max(b for b, _ in buckets if b < upper)
+    assert (lower, upper) == (0.0002, 0.0003)
 
 
 def test_the_model_is_an_info_metric_not_a_label() -> None:
