@@ -137,6 +137,36 @@ async def test_a_replica_applies_an_announcement_without_a_redis_call_of_its_own
         await admin.aclose()
 
 
+async def test_every_key_expires_and_cached_lists_expire_before_histories(
+    published_store: Path, redis_url: str
+) -> None:
+    """Compose runs Redis with `volatile-ttl`: under memory pressure it evicts the keys closest to
+    expiry first. So every key must carry a TTL (a key without one is never evicted, and a full
+    Redis would refuse writes), and the L2 lists must expire before the live histories."""
+    import redis.asyncio as aioredis
+
+    settings = redis_settings(published_store, redis_url)
+    admin = aioredis.from_url(redis_url)
+    try:
+        async with running_app(settings) as client:  # type: ignore[arg-type]
+            item = (await client.get("/recommend/ttl-user")).json()["items"][0]["item_id"]
+            r = await client.post("/users/ttl-user/events", json={"item_id": item, "type": "view"})
+            assert r.status_code == 202
+            await client.get("/recommend/ttl-user")
+            await client.get("/recommend/other-user", params={"k": 3})
+            await asyncio.sleep(0.2)  # the L2 writes behind have landed
+            ttls = {key.decode(): await admin.ttl(key) async for key in admin.scan_iter()}
+    finally:
+        await admin.aclose()
+    assert len(ttls) >= 4, ttls  # the user's events, their generation, the L2 lists, ...
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
+    l2 = [ttl for key, ttl in ttls.items() if ":recs:" in key]
+    history = [ttl for key, ttl in ttls.items() if ":events:" in key]
+    assert l2, ttls
+    assert history, ttls
+    assert max(l2) <= settings.cache.l2_ttl_s < min(history)  # type: ignore[attr-defined]
+
+
 async def test_redis_absent_at_start_still_serves_from_l1(
     published_store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -127,7 +127,8 @@ def test_compose_resolves_with_gpu_reservation_healthchecks_and_read_only_store(
     assert "model-store:/store:ro" in api["volumes"]
     assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
     command = redis["command"]
-    assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    # cached lists are evicted before live histories (test_api_redis checks every key's TTL)
+    assert command[command.index("--maxmemory-policy") + 1] == "volatile-ttl"
     assert "--maxmemory" in command
     assert command[command.index("--appendonly") + 1] == "no"
     assert command[command.index("--save") + 1] == ""
@@ -185,14 +186,12 @@ def test_compose_mounts_the_files_prometheus_and_grafana_are_configured_with() -
     assert prometheus_mounts["./deploy/alerts.yml"] == "/etc/prometheus/alerts.yml"
     prom = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
     assert prom["rule_files"] == ["alerts.yml"]  # resolved next to the mounted config
-    targets = [
-        t
-        for job in prom["scrape_configs"]
-        if job["job_name"] == "cinesync-api"
-        for sc in job["static_configs"]
-        for t in sc["targets"]
+    (api_job,) = [job for job in prom["scrape_configs"] if job["job_name"] == "cinesync-api"]
+    # one target per replica, found by the service's DNS name (not one static address)
+    assert "static_configs" not in api_job
+    assert api_job["dns_sd_configs"] == [
+        {"names": ["api"], "type": "A", "port": 8000, "refresh_interval": "15s"}
     ]
-    assert targets == ["api:8000"]
     grafana_mounts = dict(
         v.rsplit(":", 1)[0].split(":") for v in services["grafana"]["volumes"] if v.startswith("./")
     )
