@@ -35,7 +35,8 @@ STAGE_BUCKETS = (
 ENDPOINTS = frozenset({"recommend", "events", "explain", "admin_reload", "admin_models", "other"})
 STRATEGIES = frozenset({"sequential", "blend", "content", "features", "popular", "none"})
 TIERS = frozenset({"l1", "l2", "miss", "none"})
-REQUEST_RESULTS = frozenset({"ok", "client_error", "server_error", "rejected"})
+# rejected: shed at the concurrency limit (a 503); not_ready: /readyz answering 503
+REQUEST_RESULTS = frozenset({"ok", "client_error", "server_error", "rejected", "not_ready"})
 CACHE_TIERS = frozenset({"l1", "l2"})
 CACHE_RESULTS = frozenset({"hit", "miss", "error"})
 HISTORY_OPS = frozenset({"append", "recent"})

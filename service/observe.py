@@ -28,7 +28,11 @@ def endpoint_of(path: str) -> str:
     return "other"
 
 
-def result_of(status: int) -> str:
+def result_of(status: int, path: str = "") -> str:
+    """The result label: a 503 from /readyz is the answer "not ready" (starting, draining or no
+    bundle), which a probe asks for, not a failed request."""
+    if status == 503 and path == "/readyz":
+        return "not_ready"
     if status >= 500:
         return "server_error"
     if status >= 400:
@@ -72,4 +76,4 @@ class RequestMetrics:
                 state.get("tier", "none"),
                 time.perf_counter() - started,
             )
-            self.metrics.count_request(endpoint, result_of(status))
+            self.metrics.count_request(endpoint, result_of(status, scope["path"]))

@@ -54,7 +54,11 @@ async def test_readiness_stays_false_until_a_slow_load_finishes(
             assert "loading" in r.json()["detail"]
             assert (await client.get("/recommend/1")).status_code == 503
             await asyncio.sleep(0.02)
-        assert "cinesync_bundle_ready 0.0" in (await client.get("/metrics")).text
+        text = (await client.get("/metrics")).text
+        assert "cinesync_bundle_ready 0.0" in text
+        # a probe told "not ready" is not a server error (the 5xx alert must not fire on it)
+        assert 'cinesync_requests_total{endpoint="other",result="not_ready"} 5.0' in text
+        assert 'endpoint="other",result="server_error"' not in text
         gate.set()
         await wait_ready(client)
         assert (await client.get("/recommend/1")).status_code == 200
