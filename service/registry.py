@@ -11,7 +11,6 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import time
 from collections.abc import Callable
 
 import anyio.to_thread
@@ -41,7 +40,6 @@ class ModelRegistry:
         self._on_result = on_result
         self._task: asyncio.Future[tuple[Bundle | None, Bundle]] | None = None
         self.last_error: str | None = None
-        self.reloading_since: float | None = None
 
     @property
     def reloading(self) -> bool:
@@ -67,7 +65,6 @@ class ModelRegistry:
         trim_heap()
 
     async def _reload(self, version: int | None) -> tuple[Bundle | None, Bundle]:
-        self.reloading_since = time.monotonic()
         try:
             bundle = await anyio.to_thread.run_sync(self._loader, version)
         except UnknownVersionError as exc:
@@ -81,8 +78,6 @@ class ModelRegistry:
             reason = f"unexpected error while loading: {type(exc).__name__}: {exc}"
             self._fail(version, reason)
             raise ReloadError(reason) from exc
-        finally:
-            self.reloading_since = None
         previous = self.current
         self.current = bundle  # the swap: one reference assignment
         self.last_error = None

@@ -51,7 +51,6 @@ class AppState:
     exposure: OnlineExposure
     event_limiter: EventRateLimit
     redis: aioredis.Redis | None = None
-    redis_reachable_at_start: bool | None = None
     invalidations: Invalidations | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
     breaker: CircuitBreaker | None = None  # Redis's, probed in the background while open
@@ -90,7 +89,6 @@ def _on_swap(metrics: ServiceMetrics, exposure: OnlineExposure, bundle: Bundle) 
 @dataclass
 class _RedisParts:
     client: aioredis.Redis
-    reachable: bool
     l2: Cache
     history: RedisHistory
     breaker: CircuitBreaker
@@ -141,7 +139,7 @@ async def _open_redis(
         local=local,
         metrics=metrics,
     )
-    return _RedisParts(client, reachable, l2, history, breaker)
+    return _RedisParts(client, l2, history, breaker)
 
 
 async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle) -> AppState:
@@ -205,7 +203,6 @@ async def open_state(settings: Settings, metrics: ServiceMetrics, lifecycle: Lif
         exposure,
         limiter,
         redis.client if redis is not None else None,
-        redis.reachable if redis is not None else None,
         invalidations,
         breaker=redis.breaker if redis is not None else None,
     )
