@@ -136,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         if arms
         else {}
     )
+    found = sum(len(r) for by in [*main_runs.values(), *abl_runs.values()] for r in by.values())
+    if found == 0 and (models or arms):
+        how = (
+            "train them first: the same command without --reuse"
+            if args.reuse is not None
+            else "every training run failed: see train.log in the run folders"
+        )
+        print(f"error: no finished runs under {root} ({how})", file=sys.stderr)
+        return 2
     baselines: dict[str, Any] = (
         json.loads(args.baselines.read_text())
         if args.baselines.is_file() and not args.ablation_only

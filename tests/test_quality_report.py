@@ -138,3 +138,13 @@ def test_plots_are_png_files(report: tuple[Path, dict[str, object]]) -> None:
     out, _ = report
     for name in ("quality_curves.png", "quality_accuracy_coverage.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reusing_a_folder_without_runs_is_a_clear_error_not_an_empty_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--reuse", str(tmp_path / "none"), "--datasets", "ml-100k", "--models", "sasrec"]
+    code = quality.main([*argv, "--out-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "no finished runs under" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
