@@ -12,6 +12,7 @@ import pytest
 import training.evaluate as E
 from training.data.dataset import Dataset
 from training.data.splits import EvalSet
+from training.errors import DivergedError
 
 
 def tiny_dataset(sequences: list[list[int]], genres: list[list[str]], n_items: int) -> Dataset:
@@ -135,7 +136,7 @@ def test_multi_target_rows_use_hits_over_targets_and_rows_without_targets_are_sk
 
 
 def test_nan_scores_and_wrong_shapes_are_rejected() -> None:
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(DivergedError, match="NaN: training diverged"):
         E.evaluate(lambda u, h: np.full((len(h), 6), np.nan, dtype=np.float32), EVAL, DS)
     with pytest.raises(ValueError, match="shape"):
         E.evaluate(lambda u, h: np.zeros((len(h), 5), dtype=np.float32), EVAL, DS)

@@ -38,3 +38,14 @@ def test_unknown_model_is_a_clear_error_with_exit_code_2() -> None:
     assert "unknown model 'magic'" in result.output
     assert "pop, itemknn, ease" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_dataset_without_validation_rows_is_a_clear_error(tmp_path: Path) -> None:
+    rows = ["user_id,item_id,timestamp"] + [f"u{u},i{u % 5},{u}" for u in range(20)]
+    (tmp_path / "interactions.csv").write_text("\n".join(rows) + "\n")  # one item per user
+    result = CliRunner().invoke(
+        app, ["evaluate", "--model", "ease", "--dataset", str(tmp_path / "interactions.csv")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "validation split is empty" in result.output
+    assert "Traceback" not in result.output

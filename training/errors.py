@@ -11,3 +11,7 @@ class DataError(CineSyncError):
 
 class ConfigError(CineSyncError):
     """A training or evaluation option or config file is invalid."""
+
+
+class DivergedError(CineSyncError):
+    """A model's scores are not numbers (NaN): training diverged."""

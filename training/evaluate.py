@@ -25,6 +25,7 @@ import numpy as np
 
 from training import metrics as M
 from training.data.dataset import Dataset
+from training.errors import DivergedError
 
 if TYPE_CHECKING:
     from training.data.splits import EvalSet
@@ -61,7 +62,10 @@ def mask_seen(scores: np.ndarray, histories: Sequence[np.ndarray]) -> None:
 
 def _ranked(scores: np.ndarray, histories: Sequence[np.ndarray], k: int) -> np.ndarray:
     if np.isnan(scores).any():
-        raise ValueError("score_fn returned NaN scores")
+        raise DivergedError(
+            "the model scored items as NaN: training diverged (lower train.lr, keep "
+            "train.grad_clip on, or try train.amp = 'off')"
+        )
     mask_seen(scores, histories)
     return M.top_k(scores, k)
 

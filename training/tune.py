@@ -20,7 +20,7 @@ import optuna
 
 from training.config import RunConfig, apply_overrides, build_model_config, dump_toml
 from training.data.splits import Split
-from training.errors import CineSyncError, ConfigError
+from training.errors import CineSyncError, ConfigError, DivergedError
 from training.models import ModelSpec, get_model_spec
 from training.train import SELECT, EpochCallback, seed_everything, train
 
@@ -184,7 +184,7 @@ def tune(
         make_objective(spec, base, split, device),
         n_trials=trials,
         timeout=timeout,
-        catch=(ConfigError,),
+        catch=(ConfigError, DivergedError),  # a diverged trial fails; the study goes on
         gc_after_trial=True,
     )
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.baselines.base import Baseline
+from training.errors import DataError
 from training.evaluate import evaluate
 
 if TYPE_CHECKING:
@@ -48,5 +49,9 @@ def select_on_validation(
         if value > best_value:
             best, best_value = Selection(model, model.params(), trials), value
         del model
-    assert best is not None
+    if best is None:  # every value was NaN: no validation rows to select on
+        raise DataError(
+            f"cannot select {cls.__name__}'s parameters on validation {SELECTION_METRIC}: the "
+            "validation split is empty (a user needs at least 3 interactions to have one)"
+        )
     return best
