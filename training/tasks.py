@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.baselines.base import item_counts as sequence_item_counts
 from training.config import TrainConfig
 from training.data.splits import Split
 from training.errors import ConfigError
@@ -47,9 +48,8 @@ class TrainTask(Protocol):
 
 
 def item_counts(split: Split) -> np.ndarray:
-    """Training interactions per item, int64 [n_items + 1]."""
-    flat = np.concatenate([*split.train, np.zeros(0, np.int32)]).astype(np.int64)
-    return np.bincount(flat, minlength=split.dataset.n_items + 1)
+    """Training interactions per item, int64 [n_items + 1] (padding = 0)."""
+    return sequence_item_counts(split.train, split.dataset.n_items)
 
 
 class WindowTask:

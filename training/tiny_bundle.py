@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from training.baselines.base import item_counts
 from training.data import Dataset, Split, leave_one_out, load_dataset
 from training.evaluate import ScoreFn, evaluate
 from training.export import export_bundle
@@ -87,7 +88,12 @@ def make_tiny_bundle(
     model = SASRec(config)
     train_tiny(model, split, epochs, seed)
     metrics = {
-        stage: evaluate(score_fn(model), eval_set, dataset)
+        stage: evaluate(
+            score_fn(model),
+            eval_set,
+            dataset,
+            train_popularity=item_counts(split.train, dataset.n_items),
+        )
         for stage, eval_set in (("valid", split.valid), ("test", split.test))
     }
     return export_bundle(model, dataset, split, Path(out_dir), metrics, kind="sasrec", seed=seed)
