@@ -39,6 +39,17 @@ def test_iso_timestamps_become_epoch_seconds(tmp_path: Path) -> None:
     assert ds.timestamps.tolist() == [1577836800, 1577836801]
 
 
+def test_fractions_of_a_second_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    text = (
+        "user_id,item_id,timestamp\na,20,2020-01-01T00:00:00.100Z\na,10,2020-01-01T00:00:00.900Z\n"
+    )
+    path = _write(tmp_path, {"interactions.csv": text}) / "interactions.csv"
+    with pytest.warns(UserWarning, match="orders events by whole seconds"):
+        ds = load_dataset(str(path))
+    assert ds.timestamps.tolist() == [1577836800, 1577836800]
+    assert ds.item_ids[ds.sequence(0)].tolist() == ["10", "20"]  # the tie-break, not the time
+
+
 def test_parquet_interactions_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "log.parquet"
     stamps = pd.to_datetime(["2020-01-02", "2020-01-01"], utc=True)

@@ -13,6 +13,7 @@ Every problem raises DataError naming the file, the column, an example value and
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,16 @@ def _ids(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _seconds(stamps: pd.Series) -> np.ndarray:
-    """UTC datetimes -> integer seconds since the epoch (whatever the datetime resolution)."""
+    """UTC datetimes -> integer seconds since the epoch (whatever the datetime resolution). A
+    warning says when a fraction of a second is dropped: events of one user within the same
+    second are then ordered by item id, as the protocol breaks ties, not by their exact time."""
     delta = stamps - pd.Timestamp(0, tz="UTC")
+    if (delta % pd.Timedelta(seconds=1) != pd.Timedelta(0)).any():
+        warnings.warn(
+            "timestamps have fractions of a second; CineSync orders events by whole seconds "
+            "(ties by item id), so events within one second may change order",
+            stacklevel=2,
+        )
     return (delta // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 
