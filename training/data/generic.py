@@ -84,7 +84,8 @@ def _seconds(stamps: pd.Series) -> np.ndarray:
     warning says when a fraction of a second is dropped: events of one user within the same
     second are then ordered by item id, as the protocol breaks ties, not by their exact time."""
     delta = stamps - pd.Timestamp(0, tz="UTC")
-    if (delta % pd.Timedelta(seconds=1) != pd.Timedelta(0)).any():
+    nanoseconds = delta.to_numpy(dtype="timedelta64[ns]").astype(np.int64)
+    if (nanoseconds % 1_000_000_000 != 0).any():
         warnings.warn(
             "timestamps have fractions of a second; CineSync orders events by whole seconds "
             "(ties by item id), so events within one second may change order",
