@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from training.config import RunConfig, apply_overrides, build_model_config, dump_toml
+from training.config import SCHEDULES, RunConfig, apply_overrides, build_model_config, dump_toml
 from training.data.splits import Split
 from training.errors import CineSyncError, ConfigError, DivergedError
 from training.models import ModelSpec, get_model_spec
@@ -34,6 +34,7 @@ class TuneError(CineSyncError):
 def _common(trial: optuna.Trial) -> dict[str, Any]:
     return {
         "train.lr": trial.suggest_float("train.lr", 3e-4, 1e-2, log=True),
+        "train.schedule": trial.suggest_categorical("train.schedule", list(SCHEDULES)),
         "train.weight_decay": trial.suggest_categorical("train.weight_decay", [0.0, 0.01, 0.1]),
         "model.dropout": trial.suggest_float("model.dropout", 0.0, 0.5, step=0.1),
         "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
