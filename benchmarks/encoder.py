@@ -169,11 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     train_tiny(model, split, args.epochs, seed=0, lr=1e-3)
     train_s = time.perf_counter() - t0
-    from training.baselines.base import item_counts
     from training.evaluate import evaluate
+    from training.tasks import train_counts
 
-    train_counts = item_counts(split.train, ds.n_items)
-    metrics = {"valid": evaluate(score_fn(model), split.valid, ds, train_popularity=train_counts)}
+    popularity = train_counts(split)
+    metrics = {"valid": evaluate(score_fn(model), split.valid, ds, train_popularity=popularity)}
     histories = pick_histories(split.valid.histories, 64)
     max_len = model.config.max_len
     lengths = [min(len(h), max_len) for h in histories]

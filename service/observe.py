@@ -28,7 +28,7 @@ def endpoint_of(path: str) -> str:
     return "other"
 
 
-def result_of(status: int, path: str = "") -> str:
+def result_of(status: int, path: str) -> str:
     """The result label: a 503 from /readyz is the answer "not ready" (starting, draining or no
     bundle), which a probe asks for, not a failed request."""
     if status == 503 and path == "/readyz":

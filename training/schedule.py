@@ -25,7 +25,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
 
 
-def lr_factor(schedule: str, step: int, total: int, warm: int, cycles: int = 3) -> float:
+def lr_factor(schedule: str, step: int, total: int, warm: int, cycles: int) -> float:
     """Multiplier of the peak learning rate at `step` (0-based) of `total`.
 
     onecycle: cosine warm-up from 1/25 to 1 over `warm` steps, then cosine annealing to 1/25e4

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.baselines.base import item_counts as sequence_item_counts
+from training.baselines.base import item_counts
 from training.config import TrainConfig
 from training.data.splits import Split
 from training.errors import ConfigError
@@ -31,6 +31,11 @@ from training.losses import Seen, SequenceLoss, build_loss
 from training.sequences import Windows, training_windows
 
 Batch = dict[str, torch.Tensor]
+
+
+def train_counts(split: Split) -> np.ndarray:
+    """Training interactions per item, int64 [n_items + 1] (padding = 0)."""
+    return item_counts(split.train, split.dataset.n_items)
 
 
 class TrainTask(Protocol):
@@ -45,11 +50,6 @@ class TrainTask(Protocol):
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def item_counts(split: Split) -> np.ndarray:
-    """Training interactions per item, int64 [n_items + 1] (padding = 0)."""
-    return sequence_item_counts(split.train, split.dataset.n_items)
 
 
 class WindowTask:
@@ -86,7 +86,7 @@ class NextItemTask(WindowTask):
         if len(self.data) == 0:
             raise ConfigError("no training sequence has 2 or more items")
         self.loss_fn: SequenceLoss = build_loss(
-            mc.loss, mc.label_smoothing, mc.n_negatives, mc.negatives, item_counts(split)
+            mc.loss, mc.label_smoothing, mc.n_negatives, mc.negatives, train_counts(split)
         )
 
     def batches(self, batch_size: int, sort_chunk: int, device: torch.device) -> Iterator[Batch]:
@@ -168,7 +168,7 @@ class ClozeTask(WindowTask):
         if len(self.data) == 0:
             raise ConfigError("no training sequence has 2 or more items")
         self.loss_fn: SequenceLoss = build_loss(
-            mc.loss, mc.label_smoothing, mc.n_negatives, mc.negatives, item_counts(split)
+            mc.loss, mc.label_smoothing, mc.n_negatives, mc.negatives, train_counts(split)
         )
 
     def batches(self, batch_size: int, sort_chunk: int, device: torch.device) -> Iterator[Batch]:

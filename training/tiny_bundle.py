@@ -12,12 +12,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from training.baselines.base import item_counts
 from training.data import Dataset, Split, leave_one_out, load_dataset
 from training.evaluate import ScoreFn, evaluate
 from training.export import export_bundle
 from training.models.sasrec import SASRec, SASRecConfig
 from training.parity import left_pad
+from training.tasks import train_counts
 
 TINY_MAX_LEN = 50
 INTERACTIONS_PER_USER = 20
@@ -87,13 +87,9 @@ def make_tiny_bundle(
     )
     model = SASRec(config)
     train_tiny(model, split, epochs, seed)
+    popularity = train_counts(split)
     metrics = {
-        stage: evaluate(
-            score_fn(model),
-            eval_set,
-            dataset,
-            train_popularity=item_counts(split.train, dataset.n_items),
-        )
+        stage: evaluate(score_fn(model), eval_set, dataset, train_popularity=popularity)
         for stage, eval_set in (("valid", split.valid), ("test", split.test))
     }
     return export_bundle(model, dataset, split, Path(out_dir), metrics, kind="sasrec", seed=seed)

@@ -41,7 +41,7 @@ from training.evaluate import ScoreFn, evaluate
 from training.models import spec_for
 from training.schedule import build_optimizer, build_scheduler
 from training.sequences import left_pad
-from training.tasks import TrainTask, item_counts
+from training.tasks import TrainTask, train_counts
 from training.tracking import Tracker, flatten, numeric
 
 SELECT = "ndcg@10"
@@ -117,7 +117,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    counts = item_counts(split)
+    counts = train_counts(split)
     score_fn = make_score_fn(model, device, int(cast(Any, model).config.max_len))
     metrics = evaluate(
         score_fn,

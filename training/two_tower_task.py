@@ -24,7 +24,7 @@ from training.errors import ConfigError
 from training.features import user_feature_codes
 from training.negatives import hard_count, in_batch_softmax, log_q, mine_hard_negatives
 from training.sequences import left_pad, training_windows
-from training.tasks import Batch, WindowTask, item_counts
+from training.tasks import Batch, WindowTask, train_counts
 
 COLD_TARGETS = 8
 
@@ -49,7 +49,7 @@ class TwoTowerTask(WindowTask):
         self.users = torch.from_numpy(window_users(split.train, self.mc.max_len, config.windows))
         if len(self.users) != len(self.data):
             raise RuntimeError("window_users disagrees with training_windows")
-        self.log_q = log_q(item_counts(split)) if self.mc.logq else None
+        self.log_q = log_q(train_counts(split)) if self.mc.logq else None
         n_features = int(getattr(model, "n_user_features", 0))
         codes = user_feature_codes(split.dataset)[0] if n_features else None
         if codes is not None and codes.shape[1] != n_features:
