@@ -80,6 +80,10 @@ def _release_year(date: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# u.genre's first entry flags items whose genre is not known (items 267 and 1373): not a genre
+_ML100K_NO_GENRE = "unknown"
+
+
 def load_ml100k(directory: Path) -> Dataset:
     """u.data (tab separated), u.item (latin-1, '|', 19 genre flags named by u.genre), u.user."""
     for name in ML100K_FILES:
@@ -124,8 +128,19 @@ def load_ml100k(directory: Path) -> Dataset:
         {
             "item_id": raw["item_id"],
             "title": [p[0] for p in parsed],
-            "genres": [[genre_names[j] for j in np.flatnonzero(row)] for row in flags],
-            "year": pd.array([_release_year(d) for d in raw["release"]], dtype="Int64"),
+            "genres": [
+                [genre_names[j] for j in np.flatnonzero(row) if genre_names[j] != _ML100K_NO_GENRE]
+                for row in flags
+            ],
+            # the film's year is in its title ("Taxi Driver (1976)"); u.item's release date is
+            # often a later (video) release (16-Feb-1996), so it is only the fallback
+            "year": pd.array(
+                [
+                    year if year is not None else _release_year(date)
+                    for (_, year), date in zip(parsed, raw["release"], strict=True)
+                ],
+                dtype="Int64",
+            ),
             "tags": [""] * len(raw),
         }
     )
