@@ -105,7 +105,9 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
 
 FROM train-deps AS train
 COPY --from=wheel /wheels /wheels
-RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels \
+ && mkdir -p /data && chown cinesync:cinesync /data
+# /data: downloaded datasets (MovieLens 100K); compose mounts the `datasets` volume there
 ENV CINESYNC_STORE_DIR=/store \
     CINESYNC_DATA_DIR=/data
 USER cinesync

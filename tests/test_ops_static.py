@@ -134,6 +134,7 @@ def test_compose_resolves_with_gpu_reservation_healthchecks_and_read_only_store(
     assert command[command.index("--save") + 1] == ""
     assert services["trainer"]["profiles"] == ["train"]
     assert "model-store:/store:rw" in services["trainer"]["volumes"]
+    assert "datasets:/data:rw" in services["trainer"]["volumes"]  # the image's CINESYNC_DATA_DIR
     assert services["locust"]["profiles"] == ["load"]
     for name in ("redis", "api", "prometheus", "grafana"):
         assert "profiles" not in services[name], name
@@ -151,6 +152,26 @@ def grace_seconds(value: str) -> float:
     assert value, "empty duration"
     assert match, f"unexpected duration {value!r}"
     return 60.0 * int(match[1] or 0) + int(match[2] or 0)
+
+
+def test_prometheus_and_grafana_are_published_on_loopback_only_unless_asked(
+    tmp_path: Path,
+) -> None:
+    services = compose_config(tmp_path, {"compose.yml": load_compose("docker-compose.yml")})[
+        "services"
+    ]
+    for name, port in (("prometheus", "9090"), ("grafana", "3000")):
+        assert services[name]["ports"] == [f"127.0.0.1:{port}:{port}/tcp"], name
+    (api_port,) = services["api"]["ports"]  # the api itself faces the network
+    assert not api_port.get("host_ip") and api_port["target"] == 8000, api_port
+
+
+def test_the_load_test_output_folder_exists_in_a_clone() -> None:
+    # Docker would create a missing bind-mount source as root, and the locust container (the
+    # host user) could not write its CSVs there
+    assert (ROOT / "loadtests/out/.gitkeep").is_file()
+    mounts = load_compose("docker-compose.yml")["services"]["locust"]["volumes"]
+    assert "./loadtests/out:/out" in mounts
 
 
 def test_docker_waits_for_the_whole_graceful_shutdown_before_it_kills_the_api(
