@@ -45,18 +45,68 @@ def choose_providers(
     return [CPU], reason
 
 
+def _field(number: int, payload: bytes | int) -> bytes:
+    """One protobuf field: a varint (wire type 0) or length-delimited bytes (wire type 2)."""
+
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                return bytes(out)
+
+    if isinstance(payload, int):
+        return varint(number << 3) + varint(payload)
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def identity_model() -> bytes:
+    """The smallest ONNX model (float[1] x -> Identity -> y), written in the protobuf wire
+    format (see onnx.proto) because the service has onnxruntime but not the onnx package."""
+
+    def value(name: bytes) -> bytes:  # ValueInfoProto: name, TypeProto.tensor_type(FLOAT, [1])
+        shape = _field(2, _field(1, _field(1, 1)))
+        return _field(1, name) + _field(2, _field(1, _field(1, 1) + shape))
+
+    node = _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity")
+    inputs, outputs = _field(11, value(b"x")), _field(12, value(b"y"))
+    graph = _field(1, node) + _field(2, b"probe") + inputs + outputs
+    return _field(1, 8) + _field(7, graph) + _field(8, _field(1, b"") + _field(2, 13))
+
+
+def cuda_in_use(providers: list[str]) -> bool:
+    """Whether a session asked for `providers` really runs on CUDA. onnxruntime-gpu lists
+    CUDAExecutionProvider among the available providers on any machine, GPU or not; only a
+    session tells whether it could be used (no GPU, driver or CUDA/cuDNN libraries: it is not)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(identity_model(), sess_options=options, providers=providers)
+    except Exception:  # onnxruntime raises its own untyped errors: not usable
+        log.warning("a session with %s could not be created", providers, exc_info=True)
+        return False
+    return CUDA in session.get_providers()
+
+
 def check_gpu_at_start(settings: EncoderSettings, available: list[str] | None = None) -> None:
-    """`encoder.use_gpu` with `encoder.require_gpu` on a machine without the CUDA provider is a
-    start-up error (SettingsError naming both settings), not a process that never gets ready."""
+    """`encoder.use_gpu` with `encoder.require_gpu` on a machine where CUDA cannot be used (no
+    provider, or a provider with no GPU behind it) is a start-up error (SettingsError naming both
+    settings), not a process that never gets ready."""
     if not (settings.use_gpu and settings.require_gpu):
         return
     found = list(ort.get_available_providers()) if available is None else available
     if CUDA not in found:
-        raise SettingsError(
-            "CINESYNC_ENCODER__USE_GPU=true and CINESYNC_ENCODER__REQUIRE_GPU=true, but ONNX "
-            f"Runtime has no {CUDA} here (available: {found}); install onnxruntime-gpu on a "
-            "CUDA machine, or set CINESYNC_ENCODER__REQUIRE_GPU=false to fall back to the CPU"
-        )
+        why = f"ONNX Runtime has no {CUDA} here (available: {found})"
+    elif not cuda_in_use([CUDA, CPU]):
+        why = f"ONNX Runtime has {CUDA}, but a session cannot use it (no GPU or CUDA libraries)"
+    else:
+        return
+    raise SettingsError(
+        f"CINESYNC_ENCODER__USE_GPU=true and CINESYNC_ENCODER__REQUIRE_GPU=true, but {why}; "
+        "install onnxruntime-gpu on a CUDA machine, or set CINESYNC_ENCODER__REQUIRE_GPU=false "
+        "to fall back to the CPU"
+    )
 
 
 class Encoder:
@@ -84,8 +134,16 @@ class Encoder:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleLoadError(f"{source}: ONNX Runtime cannot load it: {exc}") from exc
         self.providers: list[str] = list(self.session.get_providers())
-        if settings.use_gpu and settings.require_gpu and CUDA not in self.providers:
-            raise BundleLoadError(f"{source}: {CUDA} was requested but is not in use")
+        if CUDA in providers and CUDA not in self.providers:
+            # listed but not usable: onnxruntime-gpu on a machine without a GPU, driver or
+            # CUDA libraries (ONNX Runtime's own warning is below log_severity_level)
+            if settings.require_gpu:
+                raise BundleLoadError(f"{source}: {CUDA} was requested but is not in use")
+            self.fallback_reason = (
+                f"encoder.use_gpu is set and ONNX Runtime lists {CUDA}, but the session could "
+                f"not use it (no GPU, driver or CUDA libraries); running on {self.providers}"
+            )
+            log.warning("%s", self.fallback_reason)
         self.max_len = max_len
         self.source = source
         self._check_signature()

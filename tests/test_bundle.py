@@ -86,6 +86,66 @@ def test_cuda_requested_without_it_falls_back_to_cpu_and_says_so(store_dir: Path
     assert "CUDAExecutionProvider" in bundle.encoder.fallback_reason
 
 
+ONNX_RUNTIME_GPU_WITHOUT_A_GPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _list_cuda_as_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What onnxruntime-gpu does on a machine with no GPU: it lists the CUDA provider, and a
+    session asked for it runs on the CPU (this CPU build warns that it has no such provider)."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ONNX_RUNTIME_GPU_WITHOUT_A_GPU)
+
+
+def test_a_cuda_provider_listed_but_unusable_is_a_cpu_fallback_that_says_so(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _list_cuda_as_available(monkeypatch)
+    settings = make_settings(store_dir, encoder={"use_gpu": True})
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
+        bundle = load_bundle(ModelStore(store_dir), MODEL, 1, settings)
+    assert bundle.providers == ["CPUExecutionProvider"]
+    assert bundle.encoder.fallback_reason is not None
+    assert "could not use it" in bundle.encoder.fallback_reason
+
+
+def test_a_cuda_provider_listed_but_unusable_is_refused_when_required(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _list_cuda_as_available(monkeypatch)
+    with (
+        pytest.warns(UserWarning, match="CUDAExecutionProvider"),
+        pytest.raises(BundleLoadError, match="requested but is not in use"),
+    ):
+        load(store_dir, 1, encoder={"use_gpu": True, "require_gpu": True})
+
+
+def test_requiring_a_gpu_that_onnxruntime_lists_but_cannot_use_stops_the_start() -> None:
+    from service.encoder import check_gpu_at_start
+    from service.errors import SettingsError
+    from service.settings import EncoderSettings
+
+    settings = EncoderSettings(use_gpu=True, require_gpu=True)
+    with (
+        pytest.warns(UserWarning, match="CUDAExecutionProvider"),
+        pytest.raises(SettingsError, match="a session cannot use it"),
+    ):
+        check_gpu_at_start(settings, ONNX_RUNTIME_GPU_WITHOUT_A_GPU)
+
+
+def test_the_provider_probe_is_a_valid_onnx_identity_model() -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from service.encoder import identity_model
+
+    model = onnx.load_from_string(identity_model())
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(identity_model(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"x": np.array([2.5], dtype=np.float32)})
+    assert out.tolist() == [2.5]
+
+
 def _external_data_onnx(folder: Path) -> None:
     import onnx
     from onnx.external_data_helper import convert_model_to_external_data
