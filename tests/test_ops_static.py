@@ -163,7 +163,8 @@ def test_prometheus_and_grafana_are_published_on_loopback_only_unless_asked(
     for name, port in (("prometheus", "9090"), ("grafana", "3000")):
         assert services[name]["ports"] == [f"127.0.0.1:{port}:{port}/tcp"], name
     (api_port,) = services["api"]["ports"]  # the api itself faces the network
-    assert not api_port.get("host_ip") and api_port["target"] == 8000, api_port
+    assert not api_port.get("host_ip"), api_port
+    assert api_port["target"] == 8000
 
 
 def test_the_load_test_output_folder_exists_in_a_clone() -> None:

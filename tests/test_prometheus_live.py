@@ -178,7 +178,8 @@ def test_alert_rules_load_and_none_fires_on_a_healthy_service(
     groups = prom.get("/api/v1/rules")["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
     assert {"CineSyncHighP99Latency", "CineSyncHighErrorRatio", "CineSyncRedisBreakerOpen",
-            "CineSyncNoBundleLoaded", "CineSyncApiDown", "CineSyncApiMissing"} <= set(rules)  # fmt: skip
+            "CineSyncNoBundleLoaded", "CineSyncApiDown",
+            "CineSyncApiMissing"} <= set(rules)  # fmt: skip
     for name, rule in rules.items():
         assert rule["health"] == "ok", (name, rule.get("lastError"))
     for name in ("CineSyncNoBundleLoaded", "CineSyncRedisBreakerOpen", "CineSyncApiDown",
