@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -131,3 +132,89 @@ def test_both_csv_and_parquet_present_is_ambiguous(tmp_path: Path) -> None:
     _write(tmp_path, {"interactions.csv": GOOD, "interactions.parquet": ""})
     with pytest.raises(DataError, match="keep only one"):
         load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("rows", "line"),
+    [
+        ("1,10,978300760,5\n1,11,978300761,4\n", 2),  # every row: pandas took field 1 as index
+        ("1,10,978300760\n1,11,978300761,4\n", 3),
+        ("1,10,978300760\n\n1,11\n", 4),  # too few fields (after a blank line)
+    ],
+)
+def test_a_row_whose_field_count_differs_from_the_header_is_refused_naming_its_line(
+    tmp_path: Path, rows: str, line: int
+) -> None:
+    path = _write(tmp_path, {"interactions.csv": "user_id,item_id,timestamp\n" + rows})
+    with pytest.raises(DataError, match=rf"interactions\.csv: line {line} has \d field\(s\)"):
+        load_dataset(str(path))
+
+
+def test_a_quoted_comma_and_an_empty_last_value_are_not_field_count_errors(
+    tmp_path: Path,
+) -> None:
+    text = 'user_id,item_id,timestamp\nu1,"a,b",100\nu1,c,101\n'
+    items = 'item_id,title,tags\n"a,b",AB,\nc,C,x\n'
+    ds = load_dataset(str(_write(tmp_path, {"interactions.csv": text, "items.csv": items})))
+    assert ds.item_ids[ds.sequence(0)].tolist() == ["a,b", "c"]
+
+
+def test_a_repeated_item_keeps_only_the_users_first_interaction(tmp_path: Path) -> None:
+    text = (
+        "user_id,item_id,timestamp,rating\n"
+        "u1,1,400,1\nu1,1,100,5\nu1,2,200,4\nu1,3,300,3\nu1,1,500,2\nu2,1,100,4\n"
+    )
+    path = _write(tmp_path, {"interactions.csv": text})
+    with pytest.warns(UserWarning, match=r"dropped 2 repeated \(user, item\) interaction"):
+        ds = load_dataset(str(path))
+    assert ds.item_ids[ds.sequence(0)].tolist() == ["1", "2", "3"]
+    assert ds.timestamps[: ds.offsets[1]].tolist() == [100, 200, 300]
+    assert ds.ratings is not None
+    assert ds.ratings[: ds.offsets[1]].tolist() == [5, 4, 3]  # the first interaction's rating
+    assert ds.item_ids[ds.sequence(1)].tolist() == ["1"]  # another user's same item is kept
+
+
+@pytest.mark.parametrize("stamp", ["99999999999999999999", "-9223372036854775809"])
+def test_a_timestamp_beyond_int64_is_a_data_error_naming_the_column(
+    tmp_path: Path, stamp: str
+) -> None:
+    text = f"user_id,item_id,timestamp\n1,2,100\n1,3,{stamp}\n"
+    with pytest.raises(DataError, match=rf"column 'timestamp'.*got '{stamp}' at row 2"):
+        load_dataset(str(_write(tmp_path, {"interactions.csv": text})))
+
+
+def test_an_unsigned_parquet_timestamp_beyond_int64_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    stamps = np.array([5, 2**64 - 1], dtype=np.uint64)
+    pd.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": stamps}).to_parquet(path)
+    with pytest.raises(DataError, match=r"column 'timestamp'.* at row 2"):
+        load_dataset(str(path))
+
+
+def test_datetimes_past_the_nanosecond_range_become_epoch_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    stamps = np.array(["3000-01-01", "2020-01-01"], dtype="datetime64[us]")
+    pd.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": stamps}).to_parquet(path)
+    assert load_dataset(str(path)).timestamps.tolist() == [1577836800, 32503680000]
+
+
+def test_parquet_list_genres_are_the_genre_list_not_one_stringified_genre(
+    tmp_path: Path,
+) -> None:
+    pd.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": [1, 2]}).to_parquet(
+        tmp_path / "interactions.parquet"
+    )
+    pd.DataFrame(
+        {
+            "item_id": [1, 2, 3],
+            "title": ["One (1990)", "Two", "Three"],
+            "genres": [["Drama", " Comedy ", None], [], None],
+            "tags": [["funny", "dark"], None, []],
+        }
+    ).to_parquet(tmp_path / "items.parquet")
+    meta = load_dataset(str(tmp_path)).item_meta.set_index("item_id")
+    assert meta.loc["1", "genres"] == ["Drama", "Comedy"]
+    assert meta.loc["2", "genres"] == []
+    assert meta.loc["3", "genres"] == []
+    assert meta.loc["1", "tags"] == "funny|dark"
+    assert meta.loc["2", "tags"] == ""

@@ -70,6 +70,7 @@ def test_ml100k_counts_latin1_titles_genres_and_demographics() -> None:
     assert meta.loc["1", "year"] == 1995
     assert meta.loc["23", "title"] == "Taxi Driver"
     assert meta.loc["23", "year"] == 1976  # the title's year, not u.item's 16-Feb-1996 release
+    assert meta.loc["23", "release_year"] == 1996  # what the release-decade feature reads
     assert meta.loc["267", "genres"] == []  # u.genre's "unknown" flag is no genre
     assert not any("unknown" in g for g in meta["genres"])
     features = ds.user_features

@@ -98,3 +98,32 @@ def test_ten_million_interactions_over_a_million_items_fit_and_build_fast() -> N
     assert ds.n_interactions >= 9_900_000
     assert elapsed < 180
     assert peak_gib < 8
+
+
+OK = "synthetic:users=10,items=50,interactions=200"
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("seed=-1", "seed must be >= 0"),
+        ("min_length=2", "min_length must be >= 3 (leave-one-out needs 3"),
+        ("zipf=nan", "zipf must be a finite number >= 0"),
+        ("zipf=inf", "zipf must be a finite number >= 0"),
+        ("zipf=-0.5", "zipf must be a finite number >= 0"),
+        ("items=5,interactions=30", "items >= 6"),
+        ("interactions=251", "interactions must be at most users * (items // 2) = 250"),
+    ],
+)
+def test_a_spec_the_generator_cannot_honour_is_refused_with_the_reason(
+    extra: str, problem: str
+) -> None:
+    with pytest.raises(DataError, match="synthetic spec") as info:
+        SyntheticConfig.parse(f"{OK},{extra}")
+    assert problem in str(info.value)
+
+
+def test_the_largest_honourable_spec_is_accepted() -> None:
+    cfg = SyntheticConfig.parse("synthetic:users=10,items=50,interactions=250,min_length=3,zipf=0")
+    assert (cfg.interactions, cfg.min_length, cfg.zipf) == (250, 3, 0.0)
+    assert SyntheticConfig.parse(OK).seed == 0

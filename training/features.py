@@ -1,6 +1,7 @@
 """Dense item and user features from a Dataset, for models that read side information.
 
-Items: multi-hot genres plus a one-hot release decade, float32 [n_items + 1, G] (row 0 zeros).
+Items: multi-hot genres plus a one-hot release decade (`release_year` where the dataset has
+one, as ml-100k's release dates, else `year`), float32 [n_items + 1, G] (row 0 zeros).
 Users: one integer code per usable column of `ds.user_features`, int64 [n_users, F], where code 0
 means unknown: age in the MovieLens-1M buckets, other numbers in quintiles, text columns with at
 most MAX_CATEGORIES distinct values as categories (columns with more, such as zip codes, are
@@ -35,7 +36,11 @@ def item_content_matrix(ds: Dataset) -> np.ndarray:
     genres = np.zeros((n, len(vocab)), dtype=np.float32)
     for row, items in enumerate(genre_lists[:n]):
         genres[row, [column[g] for g in items]] = 1.0
-    year_col = pd.to_numeric(meta["year"], errors="coerce") if "year" in meta else pd.Series([])
+    # a dataset's release year when it has one (ml-100k: the release date), else the film's year
+    year_name = "release_year" if "release_year" in meta else "year"
+    year_col = (
+        pd.to_numeric(meta[year_name], errors="coerce") if year_name in meta else pd.Series([])
+    )
     years = year_col.reindex(range(n)).to_numpy(dtype=np.float64, na_value=np.nan)
     known = np.isfinite(years)
     last = (DECADES[1] - DECADES[0]) // 10 - 1

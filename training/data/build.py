@@ -47,13 +47,15 @@ def _align_meta(item_ids: np.ndarray, items: pd.DataFrame | None) -> pd.DataFram
     src = items.set_index(items["item_id"].astype(str))
     pos = pd.Index(src.index).get_indexer(item_ids)
     found = pos >= 0
-    for col in ("title", "genres", "year", "tags"):
+    for col in ("title", "genres", "year", "release_year", "tags"):
         if col not in src.columns:
             continue
         values = src[col].to_numpy(dtype=object)
+        if col not in meta:  # optional: only datasets with a release date apart from the year
+            meta[col] = pd.array([pd.NA] * len(meta), dtype="Int64")
         column = meta[col].to_numpy(dtype=object).copy()
         column[found] = values[pos[found]]
-        if col == "year":
+        if col in ("year", "release_year"):
             meta[col] = pd.array(column, dtype="Int64")
         else:
             meta[col] = column

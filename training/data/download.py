@@ -1,12 +1,19 @@
 """Fetch MovieLens 100K from GroupLens, verify its published checksums, extract it safely.
 
 Checksums of ml-100k.zip (4,924,029 bytes): the md5 that GroupLens publishes next to the archive
-(ml-100k.zip.md5) and the sha256 that independent projects pin for the same file.
+(ml-100k.zip.md5) and the sha256 that independent projects pin for the same file. The sha256 of
+the files inside it (u.data, u.item, u.user, u.genre) are pinned too: an existing ml-100k folder
+is used only when they match, so a truncated or edited file is refused rather than loaded.
+
+Extraction goes into a temporary folder inside the data dir that is renamed into place only once
+complete: a failed extraction (disk full, interrupted) never leaves a folder that looks usable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -21,17 +28,28 @@ from training.errors import DataError
 
 @dataclass(frozen=True)
 class Archive:
+    """A zip to download. `files`: (name, sha256) of files inside its extracted folder, checked
+    after extraction and every time an existing folder is reused (empty: only u.data must exist)."""
+
     url: str
     sha256: str | None = None
     md5: str | None = None
     max_bytes: int = 64 * 1024 * 1024
+    files: tuple[tuple[str, str], ...] = ()
 
 
 ML100K = Archive(
     url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
     sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
     md5="0e33842e24a9c977be4e0107933c0723",
+    files=(
+        ("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+        ("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"),
+        ("u.user", "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c"),
+        ("u.genre", "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb"),
+    ),
 )
+FOLDER = "ml-100k"
 OFFLINE_ENV = "CINESYNC_OFFLINE"
 
 
@@ -57,8 +75,35 @@ def _fetch(archive: Archive, dest: Path, timeout: float) -> None:
     except urllib.error.HTTPError as exc:
         exc.close()
         raise DataError(f"{archive.url}: download failed (HTTP {exc.code} {exc.reason})") from exc
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
         raise DataError(f"{archive.url}: download failed ({exc})") from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_folder(folder: Path, archive: Archive, advice: str | None = None) -> None:
+    """Raise DataError unless every file the archive pins exists in folder with its sha256.
+    `advice` ends the message (default: delete the folder to download it again)."""
+    advice = advice or f"delete the folder {folder} to download it again"
+    for name, expected in archive.files:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path}: missing ({folder} is incomplete); {advice}")
+        try:
+            actual = _sha256(path)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read ({exc}); {advice}") from exc
+        if actual != expected.lower():
+            raise DataError(
+                f"{path}: sha256 checksum mismatch (expected {expected}, got {actual}): "
+                f"the file is truncated or modified; {advice}"
+            )
 
 
 def verify(path: Path, archive: Archive) -> None:
@@ -90,30 +135,65 @@ def _extract(path: Path, target: Path) -> None:
         zf.extractall(root)
 
 
-def download_and_extract(archive: Archive, data_dir: Path, timeout: float = 60.0) -> None:
-    """Download archive into data_dir (atomically, via a temp file), verify, then extract there."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".zip", dir=data_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
+def download_and_extract(
+    archive: Archive, data_dir: Path, folder: str = FOLDER, timeout: float = 60.0
+) -> Path:
+    """Download archive into data_dir (via a temp file), verify it, extract it into a temporary
+    folder there, verify the files it pins and only then rename <folder> into data_dir/<folder>.
+    Any failure leaves data_dir/<folder> absent and no temporary file or folder behind."""
+    target = data_dir / folder
+    tmp: Path | None = None
+    staging: Path | None = None
     try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".zip", dir=data_dir)
+        os.close(fd)
+        tmp = Path(tmp_name)
         _fetch(archive, tmp, timeout)
         verify(tmp, archive)
+        staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=data_dir))
         try:
-            _extract(tmp, data_dir)
+            _extract(tmp, staging)
         except zipfile.BadZipFile as exc:
             raise DataError(f"{archive.url}: not a valid zip archive ({exc})") from exc
-        shutil.move(tmp, data_dir / Path(archive.url).name)
+        extracted = staging / folder
+        if not (extracted / "u.data").is_file():
+            raise DataError(f"{archive.url}: the archive has no {folder}/u.data")
+        verify_folder(extracted, archive, advice=f"{archive.url} was refused")
+        try:
+            os.replace(extracted, target)
+        except OSError:
+            if not (target / "u.data").is_file():  # else: another process installed it first
+                raise
+            verify_folder(target, archive)
+        with contextlib.suppress(OSError):  # keeping the zip is a convenience, not a requirement
+            os.replace(tmp, data_dir / Path(archive.url).name)
+    except OSError as exc:
+        raise DataError(
+            f"{archive.url}: download or extraction into {data_dir} failed ({exc})"
+        ) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def ensure_ml100k(
     data_dir: Path, archive: Archive = ML100K, allow_download: bool | None = None
 ) -> Path:
-    """Return <data_dir>/ml-100k, downloading it first when missing and downloads are allowed."""
-    target = data_dir / "ml-100k"
-    if (target / "u.data").is_file():
+    """Return <data_dir>/ml-100k, downloading it first when missing and downloads are allowed.
+    An existing folder is used only when it holds u.data and every file the archive pins matches
+    its sha256; otherwise DataError says which file is wrong and to delete the folder."""
+    target = data_dir / FOLDER
+    if target.exists():
+        if not (target / "u.data").is_file():
+            raise DataError(
+                f"{target / 'u.data'}: missing ({target} is incomplete); delete the folder "
+                f"{target} to download it again, or unzip {archive.url} into {data_dir}"
+            )
+        verify_folder(target, archive)
         return target
     where = (
         f"MovieLens 100K was not found at {target}. Download "
@@ -125,9 +205,6 @@ def ensure_ml100k(
     if not allow_download:
         raise DataError(f"{where} (downloads are disabled: {OFFLINE_ENV} is set)")
     try:
-        download_and_extract(archive, data_dir)
+        return download_and_extract(archive, data_dir)
     except DataError as exc:
         raise DataError(f"{exc}. {where}") from exc
-    if not (target / "u.data").is_file():
-        raise DataError(f"{archive.url}: the archive has no ml-100k/u.data. {where}")
-    return target

@@ -141,6 +141,15 @@ def load_ml100k(directory: Path) -> Dataset:
                 ],
                 dtype="Int64",
             ),
+            # ...but the release date is what the release-decade feature was selected with
+            # (training.features): when the film became available, not when it was made
+            "release_year": pd.array(
+                [
+                    _release_year(date) if _release_year(date) is not None else year
+                    for (_, year), date in zip(parsed, raw["release"], strict=True)
+                ],
+                dtype="Int64",
+            ),
             "tags": [""] * len(raw),
         }
     )

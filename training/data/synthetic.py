@@ -12,6 +12,7 @@ Spec: "synthetic" or "synthetic:users=2000,items=1000,interactions=60000,genres=
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -87,12 +88,24 @@ class SyntheticConfig:
 
     def check(self, spec: str) -> None:
         problems = []
-        if self.users < 1 or self.items < 2:
-            problems.append("needs users >= 1 and items >= 2")
+        if self.users < 1 or self.items < 6:
+            problems.append("needs users >= 1 and items >= 6 (each user gets at most items // 2)")
         if not 1 <= self.genres <= len(GENRES):
             problems.append(f"genres must be in 1..{len(GENRES)}")
         if self.interactions < self.users * 3:
             problems.append("interactions must be at least 3 per user")
+        elif self.interactions > self.users * (self.items // 2):
+            problems.append(
+                f"interactions must be at most users * (items // 2) = "
+                f"{self.users * (self.items // 2)} (a user sees at most half the items, no "
+                f"repeats); raise users or items, or lower interactions"
+            )
+        if self.seed < 0:
+            problems.append("seed must be >= 0")
+        if self.min_length < 3:
+            problems.append("min_length must be >= 3 (leave-one-out needs 3 items per user)")
+        if not (math.isfinite(self.zipf) and self.zipf >= 0):
+            problems.append("zipf must be a finite number >= 0")
         if not 0 <= self.follow <= 1:
             problems.append("follow must be in [0, 1]")
         if problems:
