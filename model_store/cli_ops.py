@@ -5,15 +5,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from model_store.errors import StoreError
+from model_store.errors import InvalidName, StoreError
 from model_store.store import ModelStore
+from model_store.validation import validate_model_name
 
+MODEL_NAME_ENV = "CINESYNC_MODEL_NAME"
+DEFAULT_MODEL_NAME = "cinesync"
 HEADER = ("MODEL", "VERSION", "LATEST", "CREATED_AT (UTC)", "KIND", "VALID NDCG@10", "TEST NDCG@10")
 
 
 def default_model_name() -> str:
-    """$CINESYNC_MODEL_NAME, or "cinesync"."""
-    return os.environ.get("CINESYNC_MODEL_NAME") or "cinesync"
+    """$CINESYNC_MODEL_NAME (unset or empty: "cinesync"), validated as it is, like the service's
+    settings do: a value the service would refuse (e.g. "cinesync ") raises InvalidName here too.
+    The one default of every command (publish, train --publish, store rollback|prune)."""
+    value = os.environ.get(MODEL_NAME_ENV) or DEFAULT_MODEL_NAME
+    try:
+        return validate_model_name(value)
+    except InvalidName as exc:
+        raise InvalidName(f"${MODEL_NAME_ENV}: {exc}") from None
 
 
 def _metric(value: float | None) -> str:
@@ -52,7 +61,11 @@ def _rows(store: ModelStore, name: str) -> tuple[list[tuple[str, ...]], list[str
 
 
 def list_store(root: Path, name: str | None = None) -> str:
-    """A table of versions (every model when `name` is None) with LATEST marked by '*'."""
+    """A table of versions (every model when `name` is None) with LATEST marked by '*'.
+    A store folder that does not exist (or is not a folder) raises StoreError."""
+    if not Path(root).is_dir():
+        problem = "is not a folder" if os.path.lexists(root) else "does not exist"
+        raise StoreError(f"no model store at {root}: the path {problem}")
     store = ModelStore(Path(root))
     names = [name] if name is not None else store.models()
     if not names:

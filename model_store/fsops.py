@@ -12,10 +12,27 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from model_store.errors import UnsafeArtifact
+from model_store.errors import StoreError, UnsafeArtifact
 
 CHUNK = 1 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def describe(exc: OSError) -> str:
+    """An OSError as "Permission denied: /path" (its errno number left out)."""
+    if not exc.strerror:
+        return str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{exc.strerror}: {' -> '.join(names)}" if names else exc.strerror
+
+
+@contextlib.contextmanager
+def store_errors(doing: str) -> Iterator[None]:
+    """Turn an OSError inside the block into a StoreError: "<doing> failed: <what the OS said>"."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(f"{doing} failed: {describe(exc)}") from exc
 
 
 def open_regular(path: Path) -> int:

@@ -10,7 +10,14 @@ import uuid
 from pathlib import Path
 
 from model_store.errors import StoreError, UnsafeArtifact, VersionNotFound
-from model_store.fsops import exclusive_lock, fsync_dir, read_small, replace_atomically
+from model_store.fsops import (
+    describe,
+    exclusive_lock,
+    fsync_dir,
+    read_small,
+    replace_atomically,
+    store_errors,
+)
 from model_store.manifest import Manifest
 from model_store.publish import STAGING_PREFIX, next_version, read_bundle, stage_and_rename
 from model_store.validation import (
@@ -29,7 +36,12 @@ TRASH_PREFIX = ".trash-"
 
 
 class ModelStore:
-    """A folder of `<name>/<version>/` bundles with a `<name>/LATEST` pointer (see README)."""
+    """A folder of `<name>/<version>/` bundles with a `<name>/LATEST` pointer (see README).
+
+    Every public method raises StoreError (or a subclass) for a refusal or a file-system error,
+    never a bare OSError. Only `publish` creates folders; the other writers need the model's
+    folder to exist already (VersionNotFound "no model ..." otherwise).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -52,25 +64,44 @@ class ModelStore:
             raise UnsafeArtifact(f"{name} version {version} is a symlink; the store refuses links")
         return path
 
+    def _existing_model_dir(self, name: str) -> Path:
+        """The model's folder, which must exist: nothing is created for a missing store or model."""
+        model_dir = self._model_dir(name)
+        root = model_dir.parent
+        if not root.is_dir():
+            if os.path.lexists(root):
+                raise StoreError(f"store {self.root} is not a folder")
+            raise VersionNotFound(f"no model {name!r} in {self.root}: the store does not exist")
+        if not model_dir.is_dir():
+            if os.path.lexists(model_dir):
+                raise StoreError(
+                    f"{self.root / name} is not a folder (a model is a folder of versions)"
+                )
+            raise VersionNotFound(f"no model {name!r} in {self.root}")
+        return model_dir
+
     # -- reading --
     def models(self) -> list[str]:
         """Model names that have a folder in the store, sorted."""
         root = self._root()
         if not root.is_dir():
             return []
-        return sorted(
-            p.name
-            for p in root.iterdir()
-            if MODEL_NAME_RE.fullmatch(p.name) and stat.S_ISDIR(p.lstat().st_mode)
-        )
+        with store_errors(f"listing the models in {self.root}"):
+            return sorted(
+                p.name
+                for p in root.iterdir()
+                if MODEL_NAME_RE.fullmatch(p.name) and stat.S_ISDIR(p.lstat().st_mode)
+            )
 
     def versions(self, name: str) -> list[int]:
         """Complete versions (manifest present, valid and matching), ascending."""
         model_dir = self._model_dir(name)
         if not model_dir.is_dir():
             return []
+        with store_errors(f"listing the versions of {name!r} in {self.root}"):
+            entries = list(model_dir.iterdir())
         found = []
-        for entry in model_dir.iterdir():
+        for entry in entries:
             if not VERSION_RE.fullmatch(entry.name):
                 continue
             try:
@@ -82,13 +113,19 @@ class ModelStore:
         return sorted(found)
 
     def latest(self, name: str) -> int | None:
-        """The version in LATEST; None when LATEST is missing or does not hold a valid version."""
+        """The version in LATEST; None when the store, the model or LATEST is missing or LATEST
+        does not hold a valid version; StoreError when it cannot be read (e.g. not a folder)."""
         path = self._model_dir(name) / LATEST
         try:
             text = read_small(path, 64).decode("ascii").strip()
             return validate_version(text)
         except FileNotFoundError:
             return None
+        except NotADirectoryError as exc:
+            self._existing_model_dir(name)  # raises "... is not a folder"
+            raise StoreError(f"reading {path} failed: {describe(exc)}") from exc
+        except OSError as exc:
+            raise StoreError(f"reading {path} failed: {describe(exc)}") from exc
         except (StoreError, UnicodeDecodeError) as exc:
             log.warning("ignoring unreadable %s for model %s: %s", LATEST, name, exc)
             return None
@@ -101,23 +138,33 @@ class ModelStore:
         """Check every file's sha256 against the manifest before anything is deserialised."""
         return verify_directory(self._version_dir(name, version), name, validate_version(version))
 
-    # -- writing: every change holds the model's lock --
-    def _lock(self, model_dir: Path) -> Path:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        return model_dir / LOCK
+    # -- writing: every change holds the model's lock (<name>/.lock) --
+    def _create_model_dir(self, model_dir: Path) -> None:
+        """Create the store and model folders if needed; fsync each parent of a new folder."""
+        root = model_dir.parent
+        if not root.is_dir():
+            if os.path.lexists(root):
+                raise StoreError(f"store {self.root} is not a folder")
+            root.mkdir(parents=True, exist_ok=True)
+            fsync_dir(root.parent)
+        try:
+            model_dir.mkdir()
+        except FileExistsError:
+            self._existing_model_dir(model_dir.name)  # raises when it is not a folder
+            return
+        fsync_dir(root)
 
     def publish(self, name: str, bundle_dir: Path, *, set_latest: bool = True) -> int:
         """Publish `bundle_dir` as the next version and (by default) point LATEST at it."""
         model_dir = self._model_dir(name)
-        try:
+        with store_errors(f"publishing {bundle_dir} as {name!r}"):
             info, files = read_bundle(Path(bundle_dir))
-            with exclusive_lock(self._lock(model_dir)):
+            self._create_model_dir(model_dir)
+            with exclusive_lock(model_dir / LOCK):
                 version = next_version(model_dir, self.latest(name))
                 stage_and_rename(model_dir, name, version, Path(bundle_dir), info, files)
                 if set_latest:
                     self._write_latest(model_dir, version)
-        except OSError as exc:
-            raise StoreError(f"publishing {bundle_dir} as {name} failed: {exc}") from exc
         log.info("published %s version %d", name, version)
         return version
 
@@ -126,15 +173,21 @@ class ModelStore:
 
     def set_latest(self, name: str, version: int) -> None:
         """Point LATEST at an existing version after verifying it."""
-        model_dir = self._model_dir(name)
-        with exclusive_lock(self._lock(model_dir)):
+        model_dir = self._existing_model_dir(name)
+        with (
+            store_errors(f"setting LATEST of {name!r} in {self.root}"),
+            exclusive_lock(model_dir / LOCK),
+        ):
             self.verify(name, version)
             self._write_latest(model_dir, validate_version(version))
 
     def rollback(self, name: str, to: int | None = None) -> int:
         """Point LATEST at `to`, or at the newest complete version older than LATEST."""
-        model_dir = self._model_dir(name)
-        with exclusive_lock(self._lock(model_dir)):
+        model_dir = self._existing_model_dir(name)
+        with (
+            store_errors(f"rolling back {name!r} in {self.root}"),
+            exclusive_lock(model_dir / LOCK),
+        ):
             if to is None:
                 current = self.latest(name)
                 if current is None:
@@ -152,10 +205,8 @@ class ModelStore:
         """Delete complete versions beyond the newest `keep` (never LATEST) and stale staging."""
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise StoreError(f"keep must be an integer >= 1, got {keep!r}")
-        model_dir = self._model_dir(name)
-        if not model_dir.is_dir():
-            return []
-        with exclusive_lock(self._lock(model_dir)):
+        model_dir = self._existing_model_dir(name)
+        with store_errors(f"pruning {name!r} in {self.root}"), exclusive_lock(model_dir / LOCK):
             complete = self.versions(name)
             kept = set(complete[-keep:]) | {self.latest(name)}
             doomed = [v for v in complete if v not in kept]

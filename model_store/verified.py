@@ -16,7 +16,7 @@ from model_store.errors import (
     UnsafeArtifact,
     VersionNotFound,
 )
-from model_store.fsops import open_regular, read_small, sha256_file
+from model_store.fsops import describe, open_regular, read_small, sha256_file, store_errors
 from model_store.manifest import Manifest, parse_manifest
 
 MANIFEST = "manifest.json"
@@ -42,10 +42,22 @@ class VerifiedBundle:
         return self.directory / filename
 
     def read_bytes(self, filename: str) -> bytes:
-        """A listed file's bytes, re-checked against its sha256 (e.g. for ONNX Runtime)."""
+        """A listed file's bytes, re-checked against its sha256 (e.g. for ONNX Runtime).
+        A file gone since verification (a concurrent prune) raises VersionNotFound or
+        IncompleteVersion; any other OSError a StoreError."""
         path = self.path(filename)
-        with os.fdopen(open_regular(path), "rb") as fh:
-            data = fh.read()
+        label = f"{filename} of {self.name} v{self.version}"
+        try:
+            with os.fdopen(open_regular(path), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError as exc:
+            if not os.path.isdir(self.directory):
+                raise VersionNotFound(
+                    f"{self.name} v{self.version} was removed (pruned?) after it was verified"
+                ) from exc
+            raise IncompleteVersion(f"{label} was removed after it was verified") from exc
+        except OSError as exc:
+            raise StoreError(f"reading {label} failed: {describe(exc)}") from exc
         if hashlib.sha256(data).hexdigest() != self.manifest.files[filename]:
             raise ChecksumMismatch(f"{filename} of {self.name} v{self.version} changed on disk")
         return data
@@ -61,6 +73,8 @@ def read_manifest(directory: Path, name: str, version: int) -> Manifest:
         raise IncompleteVersion(
             f"{name} version {version} has no {MANIFEST} (an unfinished or damaged publish)"
         ) from exc
+    except OSError as exc:
+        raise StoreError(f"reading {name} v{version} {MANIFEST} failed: {describe(exc)}") from exc
     manifest = parse_manifest(data, f"{name} v{version} {MANIFEST}")
     if manifest.name != name or manifest.version != version:
         raise ManifestError(
@@ -72,6 +86,13 @@ def read_manifest(directory: Path, name: str, version: int) -> Manifest:
 def verify_directory(directory: Path, name: str, version: int) -> VerifiedBundle:
     """Check the folder holds exactly the listed regular files with matching sha256."""
     manifest = read_manifest(directory, name, version)
+    with store_errors(f"verifying {name} v{version}"):
+        _check_files(directory, name, version, manifest)
+    return VerifiedBundle(name=name, version=version, manifest=manifest, directory=directory)
+
+
+def _check_files(directory: Path, name: str, version: int, manifest: Manifest) -> None:
+    """Exactly the listed regular files, each matching its sha256 in the manifest."""
     present: set[str] = set()
     with os.scandir(directory) as entries:
         for entry in entries:
@@ -92,4 +113,3 @@ def verify_directory(directory: Path, name: str, version: int) -> VerifiedBundle
             raise ChecksumMismatch(
                 f"{name} v{version}: {filename} does not match its sha256 in the manifest"
             )
-    return VerifiedBundle(name=name, version=version, manifest=manifest, directory=directory)

@@ -39,6 +39,7 @@ def test_list_shows_every_version_with_latest_marked_and_its_metrics(root: Path)
 
 def test_list_of_one_model_and_of_an_empty_store(root: Path, tmp_path: Path) -> None:
     assert {r[0] for r in table(list_store(root, "other"))[1:]} == {"other"}
+    (tmp_path / "nothing").mkdir()
     assert list_store(tmp_path / "nothing") == f"no models in {tmp_path / 'nothing'}"
     assert list_store(root, "absent") == "absent: no complete versions"
 

@@ -29,6 +29,7 @@ DataDirOpt = Annotated[
     typer.Option(help="Where ml-100k is found or downloaded to (default: $CINESYNC_DATA_DIR)."),
 ]
 StoreOpt = Annotated[Path, typer.Option(envvar="CINESYNC_STORE_DIR", help="Model store root.")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port (1-65535).")]
 
 
 def _fail(message: str) -> None:
@@ -222,7 +223,7 @@ def store_prune(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: PortOpt = 8000,
 ) -> None:
     """Run the recommendation service (settings from CINESYNC_* variables)."""
     from service.main import serve as run_server
@@ -232,7 +233,7 @@ def serve(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: PortOpt = 8000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
 ) -> None:
     """Train on the bundled dataset if the store is empty, publish, then serve."""

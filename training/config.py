@@ -125,13 +125,23 @@ def parse_config(data: dict[str, Any], model_config_cls: type) -> RunConfig:
 
 
 def load_config(path: Path, model_config_cls: type) -> RunConfig:
+    """Read and check a TOML config; every problem (missing, unreadable, not UTF-8, invalid TOML,
+    a bad key or value) is a ConfigError naming the file."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config {path} is a folder; give a TOML file") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a TOML text file (invalid UTF-8 at byte {exc.start})"
+        ) from exc
     try:
         return parse_config(data, model_config_cls)
     except ConfigError as exc:

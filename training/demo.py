@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from model_store.errors import StoreError
+from model_store.fsops import describe
 from model_store.safe_load import read_jsonl
 from model_store.store import ModelStore
 from service.errors import SettingsError
@@ -46,6 +47,7 @@ def ensure_model(settings: Settings) -> int:
     store = ModelStore(settings.store_dir)
     version = store.latest(settings.model_name)
     if version is not None:
+        check_reusable(store, settings, version)
         print(f"reusing {settings.model_name} version {version} from {settings.store_dir}")
         return version
     print(
@@ -74,10 +76,29 @@ def ensure_model(settings: Settings) -> int:
     return version
 
 
+def check_reusable(store: ModelStore, settings: Settings, version: int) -> None:
+    """Verify the version LATEST names; a damaged one is a StoreError that says how to fix it
+    (the demo never trains over a store that already has a LATEST: that is the user's model)."""
+    name, root = settings.model_name, settings.store_dir
+    try:
+        store.verify(name, version)
+    except StoreError as exc:
+        raise StoreError(
+            f"{name} version {version} (LATEST in {root}) cannot be served: {exc}. Point LATEST "
+            f"at a good version (cinesync store rollback --store {root} --name {name}) or remove "
+            f"{root / name} to have the demo train a new model"
+        ) from exc
+
+
 def example_ids(settings: Settings, version: int) -> tuple[str, str]:
     """A known user and the catalogue's most popular item, for the example calls."""
     bundle = ModelStore(settings.store_dir).verify(settings.model_name, version)
-    rows = read_jsonl(bundle.path("items.jsonl"))
+    try:
+        rows = read_jsonl(bundle.path("items.jsonl"))
+    except OSError as exc:
+        raise StoreError(
+            f"reading items.jsonl of {settings.model_name} v{version} failed: {describe(exc)}"
+        ) from exc
     top = max(rows, key=lambda row: int(row.get("popularity", 0)))
     return "1", str(top["item_id"])
 
@@ -102,13 +123,14 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> None:
     try:
         settings = load_settings()
         version = ensure_model(settings)
+        user_id, item_id = example_ids(settings, version)
     except (SettingsError, StoreError, CineSyncError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    _serve_demo(settings, version, host, port)
+    _serve_demo(settings, host, port, user_id, item_id)
 
 
-def _serve_demo(settings: Settings, version: int, host: str, port: int) -> None:
+def _serve_demo(settings: Settings, host: str, port: int, user_id: str, item_id: str) -> None:
     from service.main import serve
 
     url = settings.redis.url or DEFAULT_REDIS_URL
@@ -120,6 +142,5 @@ def _serve_demo(settings: Settings, version: int, host: str, port: int) -> None:
         redis = settings.redis.model_copy(update={"url": None})
     token = settings.admin_token_value() or secrets.token_urlsafe(18)
     settings = settings.model_copy(update={"redis": redis, "admin_token": SecretStr(token)})
-    user_id, item_id = example_ids(settings, version)
     print_examples(f"http://{host}:{port}", user_id, item_id, token)
     serve(host=host, port=port, settings=settings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -94,10 +96,33 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _os_message(exc: OSError) -> str:
+    return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+
+
+def check_json_out(path: Path) -> None:
+    """Fail before a long evaluation when the --json report could not be written: create its
+    folder and try a temporary file there (permission bits alone mislead when run as root)."""
+    if path.is_dir():
+        raise ConfigError(f"--json {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"--json {path} is not writable")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--json {path} cannot be written: {_os_message(exc)}") from exc
+
+
 def run_evaluate(model: str, dataset: str, json_out: Path | None, data_dir: Path | None) -> None:
+    if json_out is not None:
+        check_json_out(json_out)
     result = evaluate_baseline(model, dataset, data_dir)
     typer.echo(format_table(result))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            json_out.write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"writing --json {json_out} failed: {_os_message(exc)}") from exc
         typer.echo(f"wrote {json_out}")

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from model_store import ModelStore, StoreError
+from model_store.cli_ops import default_model_name
 from training.bundle_files import BUNDLE_FILES
 from training.errors import CineSyncError
-
-MODEL_NAME_ENV = "CINESYNC_MODEL_NAME"
-DEFAULT_MODEL_NAME = "cinesync"
 
 
 class PublishError(CineSyncError):
     """The run folder holds no complete bundle, or the store refused it."""
-
-
-def default_model_name() -> str:
-    return os.environ.get(MODEL_NAME_ENV, "").strip() or DEFAULT_MODEL_NAME
 
 
 def check_bundle_dir(bundle_dir: Path) -> None:
@@ -41,8 +34,15 @@ def publish_run(run_dir: Path, store_root: Path, name: str | None = None) -> int
         raise PublishError(f"run folder {run_dir} does not exist")
     bundle_dir = run_dir / "bundle"
     check_bundle_dir(bundle_dir)
-    model_name = name or default_model_name()
+    try:
+        model_name = name or default_model_name()
+    except StoreError as exc:  # $CINESYNC_MODEL_NAME is not a valid model name
+        raise PublishError(str(exc)) from exc
     try:
         return ModelStore(Path(store_root)).publish(model_name, bundle_dir)
     except StoreError as exc:
-        raise PublishError(f"publishing {bundle_dir} as {model_name!r} failed: {exc}") from exc
+        prefix = f"publishing {bundle_dir} as {model_name!r} failed"
+        message = str(exc)  # the store's file-system errors carry this prefix already
+        raise PublishError(
+            message if message.startswith(prefix) else f"{prefix}: {message}"
+        ) from exc

@@ -1,0 +1,79 @@
+"""Options the `cinesync` CLI checks before doing anything slow: ports and the --json path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import training.evaluate_cli
+from training.cli import app
+from training.evaluate_cli import TABLE_METRICS
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "-1"])
+def test_a_port_outside_1_to_65535_is_refused_before_starting(command: str, port: str) -> None:
+    result = CliRunner().invoke(app, [command, "--port", port])
+    assert result.exit_code == 2, result.output
+    assert "--port" in result.output
+
+
+def fake_result(model: str, dataset: str, data_dir: Path | None) -> dict[str, Any]:
+    metrics = dict.fromkeys(TABLE_METRICS, 0.5)
+    return {
+        "model": model,
+        "dataset": {"name": dataset},
+        "split": "loo-time",
+        "params": {},
+        "metrics": {"valid": metrics, "test": metrics},
+        "seconds": {"total": 0.1},
+    }
+
+
+def refuse(*_: object) -> dict[str, Any]:
+    raise AssertionError("evaluated although --json cannot be written")
+
+
+def test_an_unwritable_json_path_is_refused_before_evaluating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(training.evaluate_cli, "evaluate_baseline", refuse)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    for path, detail in (
+        (tmp_path / "file" / "out.json", "cannot be written"),
+        (tmp_path / "folder", "is a folder"),
+    ):
+        result = CliRunner().invoke(app, ["evaluate", "--model", "ease", "--json", str(path)])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: --json {path} ")
+        assert detail in result.output
+        assert result.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_the_json_folder_is_created_and_a_failed_write_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "new" / "report.json"
+    monkeypatch.setattr(training.evaluate_cli, "evaluate_baseline", fake_result)
+    ok = CliRunner().invoke(app, ["evaluate", "--model", "ease", "--json", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(out.read_text())["model"] == "ease"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.json"]
+
+    def taken_meanwhile(model: str, dataset: str, data_dir: Path | None) -> dict[str, Any]:
+        out.unlink()
+        out.mkdir()  # the path became a folder while the evaluation ran
+        return fake_result(model, dataset, data_dir)
+
+    monkeypatch.setattr(training.evaluate_cli, "evaluate_baseline", taken_meanwhile)
+    result = CliRunner().invoke(app, ["evaluate", "--model", "ease", "--json", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"error: writing --json {out} failed: Is a directory" in result.output
+    assert "Traceback" not in result.output
