@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
-DATA_DIR ?= $(if $(CINESYNC_DATA_DIR),$(CINESYNC_DATA_DIR),$(abspath ../shared/data))
+# datasets (MovieLens 100K): $CINESYNC_DATA_DIR, else ../shared/data where it exists (this
+# project's workspace), else unset: the loader's own default (~/.cache/cinesync/data)
+DATA_DIR ?= $(or $(CINESYNC_DATA_DIR),$(wildcard $(abspath ../shared/data)))
+ifneq ($(DATA_DIR),)
 export CINESYNC_DATA_DIR := $(DATA_DIR)
+endif
 
 .PHONY: help install demo serve test test-slow lint typecheck check bench bench-baselines bench-quality bench-serving bench-encoder bench-cold-start loadtest clean
 
