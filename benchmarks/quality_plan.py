@@ -153,6 +153,7 @@ def train_run(model: str, dataset: str, seed: int, over: dict[str, Any], out: Pa
         str(seed),
         "--out",
         str(out),
+        "--overwrite",  # a run that failed before writing metrics.json is trained again
     ]
     with (out / "train.log").open("w") as log:
         rc = subprocess.run(

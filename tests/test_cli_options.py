@@ -77,3 +77,28 @@ def test_the_json_folder_is_created_and_a_failed_write_is_a_clear_error(
     assert result.exit_code == 2, result.output
     assert f"error: writing --json {out} failed: Is a directory" in result.output
     assert "Traceback" not in result.output
+
+
+def test_training_into_a_folder_that_holds_a_run_is_refused_and_leaves_it_untouched(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    (run / "bundle").mkdir(parents=True)
+    (run / "metrics.json").write_text('{"valid": {}}')
+    (run / "epochs.jsonl").write_text('{"epoch": 1}\n')
+    args = ["train", "--model", "sasrec", "--dataset", "synthetic", "--out", str(run)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "already holds a run (metrics.json, epochs.jsonl, bundle)" in result.output
+    assert "--overwrite" in result.output
+    assert (run / "epochs.jsonl").read_text() == '{"epoch": 1}\n'
+    assert (run / "metrics.json").read_text() == '{"valid": {}}'
+
+
+def test_a_folder_with_only_a_plan_and_a_log_holds_no_earlier_run(tmp_path: Path) -> None:
+    from training.train_cli import earlier_run
+
+    (tmp_path / "plan.toml").write_text("[train]\n")
+    (tmp_path / "train.log").write_text("")
+    assert earlier_run(tmp_path) == []
+    assert earlier_run(tmp_path / "missing") == []

@@ -68,6 +68,9 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the config's epoch count.")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from OUT/checkpoint.pt.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run OUT already holds (else that is an error).")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int | None, typer.Option(help="Override the config's seed.")] = None,
     publish: Annotated[
@@ -86,8 +89,13 @@ def train(
 ) -> None:
     """Train a model, evaluate it, export its bundle and optionally publish it."""
     from training.errors import CineSyncError
-    from training.train_cli import run_train
+    from training.train_cli import earlier_run, run_train
 
+    if out is not None and not resume and not overwrite and (found := earlier_run(out)):
+        _fail(
+            f"{out} already holds a run ({', '.join(found)}): --resume continues it, "
+            "--overwrite replaces it, or choose another --out"
+        )
     options = dict(
         model=model,
         dataset=dataset,

@@ -36,6 +36,15 @@ def default_run_dir(model: str, dataset_name: str) -> Path:
     return Path("runs") / f"{model}-{safe}-{stamp}"
 
 
+# what a run leaves in its folder (training/train.py, training/export.py)
+RUN_ARTIFACTS = ("metrics.json", "epochs.jsonl", "checkpoint.pt", "best.pt", "bundle")
+
+
+def earlier_run(out: Path) -> list[str]:
+    """The files of an earlier run in `out` that a new run would replace (empty: none)."""
+    return [name for name in RUN_ARTIFACTS if (out / name).exists()]
+
+
 def resolve_config(
     model: str, config: Path | None, out: Path | None, resume: bool, overrides: dict[str, Any]
 ) -> RunConfig:
