@@ -127,7 +127,7 @@ async def test_a_replica_applies_an_announcement_without_a_redis_call_of_its_own
                 assert receiver.received == received
 
             await post("warm-up", 1)  # A's scripts are loaded into Redis (SCRIPT LOAD) now
-            await asyncio.sleep(0.2)  # B's L2 write behind has landed
+            await b._transport.app.state.cinesync.cache.drain()  # type: ignore[attr-defined]
             before = await script_calls()
             await post("announced", 2)
             # A's append (which also dropped the L2 lists) and A's own invalidation; none from B
@@ -154,7 +154,7 @@ async def test_every_key_expires_and_cached_lists_expire_before_histories(
             assert r.status_code == 202
             await client.get("/recommend/ttl-user")
             await client.get("/recommend/other-user", params={"k": 3})
-            await asyncio.sleep(0.2)  # the L2 writes behind have landed
+            await client._transport.app.state.cinesync.cache.drain()  # type: ignore[attr-defined]
             ttls = {key.decode(): await admin.ttl(key) async for key in admin.scan_iter()}
     finally:
         await admin.aclose()
