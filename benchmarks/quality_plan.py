@@ -42,8 +42,15 @@ def main_overrides(model: str, budget_seconds: float) -> dict[str, Any]:
 
 
 def ablation_arms(sasrec_epochs: int = 12, tt_epochs: int = 10) -> list[Arm]:
-    """SASRec arms share a short fixed epoch count so every LR schedule runs to its end."""
-    s = {"train.epochs": sasrec_epochs, "train.max_seconds": 0.0, "train.progress": False}
+    """SASRec arms share a short fixed epoch count so every LR schedule runs to its end, and one
+    baseline schedule, cosine decay (the default config's, pinned so that changing the default
+    schedule does not change every arm). Each arm changes one thing against that baseline."""
+    s = {
+        "train.epochs": sasrec_epochs,
+        "train.max_seconds": 0.0,
+        "train.progress": False,
+        "train.schedule": "cosine",
+    }
     t = {"train.epochs": tt_epochs, "train.max_seconds": 0.0, "train.progress": False}
     return [
         Arm(
