@@ -27,12 +27,17 @@ def describe(exc: OSError) -> str:
 
 
 @contextlib.contextmanager
-def store_errors(doing: str) -> Iterator[None]:
-    """Turn an OSError inside the block into a StoreError: "<doing> failed: <what the OS said>"."""
+def store_errors(doing: str, *, refusals: bool = False) -> Iterator[None]:
+    """Turn an OSError inside the block into a StoreError: "<doing> failed: <what the OS said>".
+    With `refusals`, a StoreError raised inside gets the same prefix (and keeps its type)."""
     try:
         yield
     except OSError as exc:
         raise StoreError(f"{doing} failed: {describe(exc)}") from exc
+    except StoreError as exc:
+        if not refusals:
+            raise
+        raise type(exc)(f"{doing} failed: {exc}") from exc
 
 
 def open_regular(path: Path) -> int:

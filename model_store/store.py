@@ -107,6 +107,8 @@ class ModelStore:
             try:
                 read_manifest(self._version_dir(name, int(entry.name)), name, int(entry.name))
             except StoreError as exc:
+                if type(exc) is StoreError:  # the file system failed (EIO, EACCES): not a
+                    raise  # refusal of the version, and prune must not decide without it
                 log.debug("not listing %s/%s: %s", name, entry.name, exc)
                 continue
             found.append(int(entry.name))
@@ -157,7 +159,7 @@ class ModelStore:
     def publish(self, name: str, bundle_dir: Path, *, set_latest: bool = True) -> int:
         """Publish `bundle_dir` as the next version and (by default) point LATEST at it."""
         model_dir = self._model_dir(name)
-        with store_errors(f"publishing {bundle_dir} as {name!r}"):
+        with store_errors(f"publishing {bundle_dir} as {name!r}", refusals=True):
             info, files = read_bundle(Path(bundle_dir))
             self._create_model_dir(model_dir)
             with exclusive_lock(model_dir / LOCK):

@@ -89,6 +89,19 @@ def test_cuda_requested_without_it_falls_back_to_cpu_and_says_so(store_dir: Path
 ONNX_RUNTIME_GPU_WITHOUT_A_GPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def _has_cuda_provider() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+# the simulation needs an ONNX Runtime without CUDA: with onnxruntime-gpu on a GPU machine the
+# session really gets CUDA (that case is test_reliability_lifecycle's `gpu` test)
+simulates_gpu_package = pytest.mark.skipif(
+    _has_cuda_provider(), reason="this ONNX Runtime has the CUDA provider: nothing to simulate"
+)
+
+
 def _list_cuda_as_available(monkeypatch: pytest.MonkeyPatch) -> None:
     """What onnxruntime-gpu does on a machine with no GPU: it lists the CUDA provider, and a
     session asked for it runs on the CPU (this CPU build warns that it has no such provider)."""
@@ -97,6 +110,7 @@ def _list_cuda_as_available(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ort, "get_available_providers", lambda: ONNX_RUNTIME_GPU_WITHOUT_A_GPU)
 
 
+@simulates_gpu_package
 def test_a_cuda_provider_listed_but_unusable_is_a_cpu_fallback_that_says_so(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,6 +123,7 @@ def test_a_cuda_provider_listed_but_unusable_is_a_cpu_fallback_that_says_so(
     assert "could not use it" in bundle.encoder.fallback_reason
 
 
+@simulates_gpu_package
 def test_a_cuda_provider_listed_but_unusable_is_refused_when_required(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,6 +135,7 @@ def test_a_cuda_provider_listed_but_unusable_is_refused_when_required(
         load(store_dir, 1, encoder={"use_gpu": True, "require_gpu": True})
 
 
+@simulates_gpu_package
 def test_requiring_a_gpu_that_onnxruntime_lists_but_cannot_use_stops_the_start() -> None:
     from service.encoder import check_gpu_at_start
     from service.errors import SettingsError

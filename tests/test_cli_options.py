@@ -102,3 +102,44 @@ def test_a_folder_with_only_a_plan_and_a_log_holds_no_earlier_run(tmp_path: Path
     (tmp_path / "train.log").write_text("")
     assert earlier_run(tmp_path) == []
     assert earlier_run(tmp_path / "missing") == []
+
+
+def test_overwrite_clears_the_earlier_run_before_training(tmp_path: Path) -> None:
+    from training.train_cli import check_run_folder
+
+    run = tmp_path / "run"
+    (run / "bundle").mkdir(parents=True)
+    for name in ("metrics.json", "epochs.jsonl", "best.pt", "tracking.jsonl", "params.json"):
+        (run / name).write_text("old")
+    (run / "train.log").write_text("log")
+    check_run_folder(run, resume=False, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["train.log"]  # a failed new run cannot
+    # leave the old metrics and bundle looking like its own
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path: Path) -> None:
+    args = ["train", "--model", "sasrec", "--dataset", "synthetic", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--resume", "--overwrite"])
+    assert result.exit_code == 2, result.output
+    assert "not both" in result.output or "give one of them" in result.output
+
+
+def test_a_model_name_the_store_refuses_stops_train_publish_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train_cli
+
+    def refuse(**_: object) -> None:
+        raise AssertionError("trained although the model name is refused")
+
+    monkeypatch.setattr(training.train_cli, "run_train", refuse)
+    monkeypatch.setenv("CINESYNC_MODEL_NAME", "cinesync ")
+    args = ["train", "--model", "sasrec", "--dataset", "synthetic", "--publish",
+            "--store", str(tmp_path / "store")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "CINESYNC_MODEL_NAME" in result.output
+    monkeypatch.delenv("CINESYNC_MODEL_NAME")
+    result = CliRunner().invoke(app, [*args, "--name", "../x"])
+    assert result.exit_code == 2, result.output
+    assert "../x" in result.output

@@ -211,9 +211,12 @@ def test_archive_files_that_do_not_match_their_pins_are_refused(
     pins = (("u.data", "0" * 64),)
     archive = Archive(f"{base}/ml-100k.zip", sha256=sha, files=pins)
     data_dir = tmp_path / "data"
-    with pytest.raises(DataError, match=r"u\.data: sha256 checksum mismatch"):
+    with pytest.raises(DataError, match=r"u\.data: sha256 checksum mismatch") as refused:
         ensure_ml100k(data_dir, archive, allow_download=True)
     assert list(data_dir.iterdir()) == []
+    # the message names where the file would have been, not the deleted extraction folder
+    assert str(data_dir / "ml-100k" / "u.data") in str(refused.value)
+    assert ".extract-" not in str(refused.value)
 
 
 class _TruncatedChunks(http.server.BaseHTTPRequestHandler):

@@ -227,3 +227,23 @@ def test_an_invalid_model_name_in_the_environment_is_refused_by_every_command(
     assert store.latest(NAME) == 2
     monkeypatch.setenv("CINESYNC_MODEL_NAME", "")
     assert publish_run(run, store.root) == 3
+
+
+def test_a_version_whose_manifest_cannot_be_read_stops_prune_instead_of_being_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ModelStore(tmp_path / "store")
+    for _ in range(3):
+        store.publish("m", make_fake_bundle(tmp_path / "bundle"))
+    real_read_small = model_store.verified.read_small
+
+    def failing_disk(path: Path, limit: int) -> bytes:
+        if path.parent.name == "2":
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real_read_small(path, limit)
+
+    monkeypatch.setattr(model_store.verified, "read_small", failing_disk)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.prune("m", keep=1)  # skipping v2 would make it keep and delete the wrong ones
+    monkeypatch.undo()
+    assert store.versions("m") == [1, 2, 3]

@@ -89,13 +89,21 @@ def train(
 ) -> None:
     """Train a model, evaluate it, export its bundle and optionally publish it."""
     from training.errors import CineSyncError
-    from training.train_cli import earlier_run, run_train
+    from training.train_cli import check_run_folder, run_train
 
-    if out is not None and not resume and not overwrite and (found := earlier_run(out)):
-        _fail(
-            f"{out} already holds a run ({', '.join(found)}): --resume continues it, "
-            "--overwrite replaces it, or choose another --out"
-        )
+    if publish:  # a name the store refuses fails now, not after the whole training run
+        from model_store.cli_ops import default_model_name
+        from model_store.errors import StoreError
+        from model_store.validation import validate_model_name
+
+        try:
+            validate_model_name(name) if name else default_model_name()
+        except StoreError as exc:
+            _fail(str(exc))
+    try:
+        check_run_folder(out, resume=resume, overwrite=overwrite)
+    except CineSyncError as exc:
+        _fail(str(exc))
     options = dict(
         model=model,
         dataset=dataset,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model_store.fsops import describe
 from training.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -135,7 +136,7 @@ def load_config(path: Path, model_config_cls: type) -> RunConfig:
     except IsADirectoryError as exc:
         raise ConfigError(f"config {path} is a folder; give a TOML file") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"cannot read config file {path}: {describe(exc)}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from model_store.fsops import describe
 from training.baselines import BASELINES
 from training.baselines.base import item_counts
 from training.baselines.selection import SELECTION_METRIC, select_on_validation
@@ -96,10 +97,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _os_message(exc: OSError) -> str:
-    return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
-
-
 def check_json_out(path: Path) -> None:
     """Fail before a long evaluation when the --json report could not be written: create its
     folder and try a temporary file there (permission bits alone mislead when run as root)."""
@@ -112,7 +109,7 @@ def check_json_out(path: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
             pass
     except OSError as exc:
-        raise ConfigError(f"--json {path} cannot be written: {_os_message(exc)}") from exc
+        raise ConfigError(f"--json {path} cannot be written: {describe(exc)}") from exc
 
 
 def run_evaluate(model: str, dataset: str, json_out: Path | None, data_dir: Path | None) -> None:
@@ -124,5 +121,5 @@ def run_evaluate(model: str, dataset: str, json_out: Path | None, data_dir: Path
         try:
             json_out.write_text(json.dumps(result, indent=2) + "\n")
         except OSError as exc:
-            raise ConfigError(f"writing --json {json_out} failed: {_os_message(exc)}") from exc
+            raise ConfigError(f"writing --json {json_out} failed: {describe(exc)}") from exc
         typer.echo(f"wrote {json_out}")

@@ -40,9 +40,5 @@ def publish_run(run_dir: Path, store_root: Path, name: str | None = None) -> int
         raise PublishError(str(exc)) from exc
     try:
         return ModelStore(Path(store_root)).publish(model_name, bundle_dir)
-    except StoreError as exc:
-        prefix = f"publishing {bundle_dir} as {model_name!r} failed"
-        message = str(exc)  # the store's file-system errors carry this prefix already
-        raise PublishError(
-            message if message.startswith(prefix) else f"{prefix}: {message}"
-        ) from exc
+    except StoreError as exc:  # "publishing BUNDLE as 'NAME' failed: why"
+        raise PublishError(str(exc)) from exc

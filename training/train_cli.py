@@ -7,12 +7,14 @@ trains data-parallel (training/distributed.py); rank 0 alone exports, publishes 
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
+from model_store.fsops import describe
 from training.config import (
     DATASET_FIELDS,
     RunConfig,
@@ -36,13 +38,44 @@ def default_run_dir(model: str, dataset_name: str) -> Path:
     return Path("runs") / f"{model}-{safe}-{stamp}"
 
 
-# what a run leaves in its folder (training/train.py, training/export.py)
+# what a run leaves in its folder (training/train.py, training/export.py, training/tracking.py)
 RUN_ARTIFACTS = ("metrics.json", "epochs.jsonl", "checkpoint.pt", "best.pt", "bundle")
+RUN_LOGS = ("tracking.jsonl", "params.json", "summary.json", "config.toml")
 
 
 def earlier_run(out: Path) -> list[str]:
     """The files of an earlier run in `out` that a new run would replace (empty: none)."""
     return [name for name in RUN_ARTIFACTS if (out / name).exists()]
+
+
+def check_run_folder(out: Path | None, *, resume: bool, overwrite: bool) -> None:
+    """Before anything is loaded: refuse --resume with --overwrite, and an --out holding an
+    earlier run unless one of them is given. With --overwrite the earlier run's files are
+    removed first, so a new run that fails cannot leave the old metrics and bundle looking
+    like its own (and the tracking log, appended to, does not mix the two)."""
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume continues the run in --out and --overwrite replaces it: give one of them"
+        )
+    if out is None or resume:
+        return
+    found = earlier_run(out)
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(found)}): --resume continues it, "
+            "--overwrite replaces it, or choose another --out"
+        )
+    try:
+        for name in RUN_ARTIFACTS + RUN_LOGS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--overwrite could not clear {out}: {describe(exc)}") from exc
 
 
 def resolve_config(

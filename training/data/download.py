@@ -87,21 +87,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_folder(folder: Path, archive: Archive, advice: str | None = None) -> None:
+def verify_folder(
+    folder: Path, archive: Archive, advice: str | None = None, shown: Path | None = None
+) -> None:
     """Raise DataError unless every file the archive pins exists in folder with its sha256.
-    `advice` ends the message (default: delete the folder to download it again)."""
+    `advice` ends the message (default: delete the folder to download it again); `shown` is the
+    folder the message names (a temporary extraction folder is gone when the user reads it)."""
     advice = advice or f"delete the folder {folder} to download it again"
     for name, expected in archive.files:
-        path = folder / name
+        path, label = folder / name, (shown or folder) / name
         if not path.is_file():
-            raise DataError(f"{path}: missing ({folder} is incomplete); {advice}")
+            raise DataError(f"{label}: missing ({shown or folder} is incomplete); {advice}")
         try:
             actual = _sha256(path)
         except OSError as exc:
-            raise DataError(f"{path}: cannot read ({exc}); {advice}") from exc
+            raise DataError(f"{label}: cannot read ({exc}); {advice}") from exc
         if actual != expected.lower():
             raise DataError(
-                f"{path}: sha256 checksum mismatch (expected {expected}, got {actual}): "
+                f"{label}: sha256 checksum mismatch (expected {expected}, got {actual}): "
                 f"the file is truncated or modified; {advice}"
             )
 
@@ -159,7 +162,7 @@ def download_and_extract(
         extracted = staging / folder
         if not (extracted / "u.data").is_file():
             raise DataError(f"{archive.url}: the archive has no {folder}/u.data")
-        verify_folder(extracted, archive, advice=f"{archive.url} was refused")
+        verify_folder(extracted, archive, advice=f"{archive.url} was refused", shown=target)
         try:
             os.replace(extracted, target)
         except OSError:
