@@ -158,8 +158,8 @@ class ModelStore:
 
     def publish(self, name: str, bundle_dir: Path, *, set_latest: bool = True) -> int:
         """Publish `bundle_dir` as the next version and (by default) point LATEST at it."""
-        model_dir = self._model_dir(name)
         with store_errors(f"publishing {bundle_dir} as {name!r}", refusals=True):
+            model_dir = self._model_dir(name)
             info, files = read_bundle(Path(bundle_dir))
             self._create_model_dir(model_dir)
             with exclusive_lock(model_dir / LOCK):
