@@ -10,7 +10,7 @@ ifneq ($(DATA_DIR),)
 export CINESYNC_DATA_DIR := $(DATA_DIR)
 endif
 
-.PHONY: help install demo serve test test-slow lint typecheck check bench bench-baselines bench-quality bench-serving bench-encoder bench-cold-start loadtest clean
+.PHONY: help install demo serve test test-slow lint typecheck check bench bench-baselines bench-quality bench-serving bench-encoder bench-index bench-cold-start loadtest clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -63,7 +63,10 @@ bench-serving: install ## serving latency/throughput against a hello-world basel
 bench-encoder: install ## encoder latency: torch eager vs ONNX FP32 vs ONNX INT8
 	$(BIN)/python -m benchmarks.encoder
 
-bench: bench-baselines bench-quality bench-encoder bench-serving ## every benchmark
+bench-index: install ## Flat vs HNSW vs IVF at 10k-200k items, filtered recall against exact search
+	$(BIN)/python -m benchmarks.index
+
+bench: bench-baselines bench-quality bench-encoder bench-index bench-serving ## every benchmark
 
 loadtest: install ## headless locust run against a running service (see README)
 	$(BIN)/python -m loadtests.run --host http://127.0.0.1:$(PORT)

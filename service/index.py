@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivf", "gpu"]
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means complains; nlist is clipped to fit
+# An exact scan scores only the allowed rows below this share of the catalogue (gathering a row
+# costs several times a row of the full product), else every row, masking the others.
+GATHER_SHARE = 0.1
+# A filter keeping at least this share of the items runs inside the index (benchmarks/index.py:
+# recall@10 0.99 with a user's seen items excluded, 0.7-0.8 with half the catalogue left).
+INDEX_TRUSTED_SHARE = 0.9
 
 
 def gpu_available() -> bool:
@@ -38,6 +44,7 @@ class ItemIndex:
     fallback_reason: str | None = None
     _gpu_lock: threading.Lock | None = None
     _keepalive: tuple[Any, ...] = ()  # objects FAISS needs alive (GPU resources)
+    scan_max_items: int = 0  # narrow filters leaving at most this many items: an exact scan
 
     @property
     def n_items(self) -> int:
@@ -59,11 +66,16 @@ class ItemIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: (scores float32 [B, k'], ids int64 [B, k']), k' = min(k, n).
 
-        `allowed` (bool [n + 1] over internal ids): only those items are returned; inside FAISS
-        where the index `filters`, else by dropping the others from the top k. Either way a
-        result may hold fewer than k allowed items: the rest are ids of -1."""
+        `allowed` (bool [n + 1] over internal ids): only those items are returned. An
+        approximate index answers a narrow filter (`_scans`) with an exact scan of the allowed
+        items (graph and list searches lose most of a narrow filter's best items:
+        `benchmarks/results/index.md`); otherwise the filter runs inside FAISS where the index
+        `filters`, else by dropping the others from the top k. Either way a result may hold
+        fewer than k allowed items: the rest are ids of -1."""
         k = max(1, min(int(k), self.n_items))
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        if allowed is not None and not self.exact and self._scans(allowed):
+            return exact_topk(self.embeddings, q, k, allowed)
         if allowed is not None and self.filters:
             bitmap = np.packbits(allowed[1:], bitorder="little")  # row r = internal id r + 1
             selector = faiss.IDSelectorBitmap(self.n_items, faiss.swig_ptr(bitmap))
@@ -77,6 +89,13 @@ class ItemIndex:
         if allowed is not None and not self.filters:
             ids[~allowed[np.maximum(ids, 0)]] = -1  # row 0 is never allowed: -1 stays -1
         return scores, ids
+
+    def _scans(self, allowed: np.ndarray) -> bool:
+        """True when a filter is answered by an exact scan: it leaves at most `scan_max_items`
+        items and removes more than a tenth of the catalogue (excluding a user's seen items
+        alone keeps the index's own recall: it is the load check's)."""
+        count = int(np.count_nonzero(allowed[1:]))
+        return count <= self.scan_max_items and count < INDEX_TRUSTED_SHARE * self.n_items
 
     def _params(self, selector: Any) -> Any:
         """Search parameters carrying `selector` and this index's own search breadth (FAISS
@@ -96,16 +115,29 @@ class ItemIndex:
 def exact_topk(
     embeddings: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k over rows 1..n (optionally only where `allowed[row]`)."""
-    scores = np.asarray(queries, dtype=np.float32) @ embeddings.T  # (B, n + 1)
-    scores[:, 0] = -np.inf
-    if allowed is not None:
-        scores[:, ~allowed] = -np.inf
-    k = max(1, min(int(k), scores.shape[1] - 1))
+    """Exact inner-product top-k over rows 1..n (optionally only where `allowed[row]`):
+    (scores float32 [B, k'], ids int64 [B, k']), k' = min(k, n), ids of -1 past the allowed."""
+    q = np.asarray(queries, dtype=np.float32)
+    n = int(embeddings.shape[0]) - 1
+    k = max(1, min(int(k), n))
+    rows: np.ndarray | None = None
+    if allowed is not None and np.count_nonzero(allowed[1:]) < GATHER_SHARE * n:
+        rows = np.flatnonzero(allowed[1:]) + 1  # few allowed rows: score only those
+        scores = q @ embeddings[rows].T
+    else:
+        scores = q @ embeddings.T  # (B, n + 1)
+        if allowed is not None:  # np.where: a third of the time of a masked assignment
+            scores = np.where(allowed, scores, np.float32(-np.inf))
+        scores[:, 0] = -np.inf
+    if scores.shape[1] < k:  # fewer allowed rows than k: pad with nothing-found columns
+        pad = k - scores.shape[1]
+        scores = np.concatenate([scores, np.full((len(q), pad), -np.inf, np.float32)], axis=1)
+        rows = np.concatenate([rows if rows is not None else [], np.zeros(pad)]).astype(np.int64)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")
-    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    cols = np.take_along_axis(part, order, axis=1)
+    ids = (cols if rows is None else rows[cols]).astype(np.int64)
     top = np.take_along_axis(part_scores, order, axis=1)
     ids[~np.isfinite(top)] = -1
     return top.astype(np.float32), ids
@@ -151,7 +183,9 @@ def build_index(embeddings: np.ndarray, kind: str, params: IndexSettings) -> Ite
     if resolved != "ivf":  # IVF vectors are added by _ivf after training
         index.add(items)
     exact = resolved in ("flat", "gpu-flat")
-    return ItemIndex(index, emb, resolved, exact, fallback, gpu_lock, keepalive)
+    return ItemIndex(
+        index, emb, resolved, exact, fallback, gpu_lock, keepalive, params.filter_scan_max_items
+    )
 
 
 def _ivf(items: np.ndarray, params: IndexSettings) -> Any:

@@ -70,6 +70,12 @@ class IndexSettings(_Section):
     # exact search is as fast as HNSW up to about this size: batch-1 top-110 over 64-d vectors,
     # one thread, 2-core AMD EPYC: 0.16 vs 0.15 ms at 20,000 items, 1.4 vs 0.3 ms at 50,000
     flat_max_items: int = Field(default=20_000, ge=1)
+    # an approximate index answers a narrow filter (a genre: one removing over a tenth of the
+    # items) that leaves at most this many items with an exact scan of them: HNSW's and IVF's
+    # filtered searches lose most of such a filter's best items (recall@10 0.2-0.5 for one
+    # genre at 100,000-200,000 items), and a scan of 100,000 items costs 1-2 ms here
+    # (benchmarks/results/index.md). 0 = every filter runs inside the index.
+    filter_scan_max_items: int = Field(default=100_000, ge=0)
     hnsw_m: int = Field(default=32, ge=4, le=256)
     ef_construction: int = Field(default=200, ge=8, le=4096)
     ef_search: int = Field(default=128, ge=8, le=4096)

@@ -115,8 +115,8 @@ def test_filtered_flat_search_equals_the_exact_oracle_over_allowed_items() -> No
 @pytest.mark.parametrize(
     ("kind", "params"),
     [
-        ("hnsw", IndexSettings(ef_search=128)),
-        ("ivf", IndexSettings(nlist=16, nprobe=16)),  # every list probed: exact
+        ("hnsw", IndexSettings(ef_search=128, filter_scan_max_items=0)),
+        ("ivf", IndexSettings(nlist=16, nprobe=16, filter_scan_max_items=0)),  # every list: exact
     ],
 )
 def test_filtered_approximate_search_returns_only_allowed_items_with_high_recall(
@@ -155,3 +155,108 @@ def test_an_index_that_cannot_filter_drops_disallowed_results_after_the_search()
     _, ids = unfiltered.search(q, 20, allowed)
     _, plain = flat.search(q, 20)
     np.testing.assert_array_equal(ids, np.where(allowed[plain], plain, -1))
+
+
+def clustered(
+    n_items: int, dim: int, clusters: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Items near one of `clusters` centres (row 0 = padding) and each item's cluster: a genre
+    filter is such a cluster, which is what makes graph and list searches miss its best items."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    label = rng.integers(0, clusters, n_items + 1)
+    emb = (centres[label] + 0.5 * rng.standard_normal((n_items + 1, dim))).astype(np.float32)
+    emb[0] = 100.0
+    label[0] = -1
+    return emb, label
+
+
+def overlap(ids: np.ndarray, want: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(ids, want, strict=True)]))
+
+
+class CountingIndex:
+    """A FAISS index that counts its searches (everything else is the real index's)."""
+
+    def __init__(self, index: object) -> None:
+        self.inner = index
+        self.searches = 0
+
+    def search(self, *args: object, **kwargs: object) -> object:
+        self.searches += 1
+        return self.inner.search(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_narrow_filter_on_an_approximate_index_is_answered_by_an_exact_scan(kind: str) -> None:
+    """A filter to one cluster, queried from another: inside FAISS the graph (or the probed
+    lists) hardly reach the allowed items; the scan returns the exact oracle's items."""
+    emb, label = clustered(4000, 16, 20)
+    rng = np.random.default_rng(5)
+    q = emb[rng.integers(1, 4001, 40)] + 0.1 * rng.standard_normal((40, 16)).astype(np.float32)
+    allowed = label == 3
+    params = IndexSettings(ef_search=16, nlist=64, nprobe=2)
+    _, want = exact_topk(emb, q, 10, allowed)
+    inside = build_index(emb, kind, params.model_copy(update={"filter_scan_max_items": 0}))
+    _, got_inside = inside.search(q, 10, allowed)
+    assert overlap(got_inside, want) < 0.9  # the failure the scan exists for
+    scanned = build_index(emb, kind, params)
+    scores, ids = scanned.search(q, 10, allowed)
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ emb.T, ids, axis=1), rtol=1e-5)
+
+
+def test_the_scan_takes_narrow_filters_and_leaves_wide_ones_to_faiss() -> None:
+    from dataclasses import replace
+
+    emb, q = embeddings(1000, 8), queries(3, 8)
+    allowed = np.zeros(1001, dtype=bool)
+    allowed[1:301] = True
+    allowed[0] = True  # row 0 is padding: never counted, never returned
+    built = build_index(emb, "hnsw", IndexSettings(filter_scan_max_items=300))
+    spy = CountingIndex(built.index)
+    index = replace(built, index=spy)
+    _, ids = index.search(q, 10, allowed)
+    assert spy.searches == 0
+    np.testing.assert_array_equal(ids, exact_topk(emb, q, 10, allowed)[1])
+    assert (ids > 0).all()
+    allowed[301] = True
+    index.search(q, 10, allowed)
+    assert spy.searches == 1
+    index.search(q, 10)  # no filter: the index
+    assert spy.searches == 2
+    seen_only = np.ones(1001, dtype=bool)
+    seen_only[1:102] = False  # 899 items left: 89.9% of the catalogue
+    wide = replace(built, index=spy, scan_max_items=10_000)
+    wide.search(q, 10, seen_only)
+    assert spy.searches == 2
+    seen_only[101] = True  # 90%: the index keeps its recall there (a user's seen items)
+    wide.search(q, 10, seen_only)
+    assert spy.searches == 3
+    exact = build_index(emb, "flat", IndexSettings(filter_scan_max_items=10_000))
+    flat_spy = CountingIndex(exact.index)
+    replace(exact, index=flat_spy).search(q, 10, allowed)
+    assert flat_spy.searches == 1  # an exact index filters inside FAISS: nothing to gain
+
+
+@pytest.mark.parametrize("share", [0.0, 0.002, 0.05, 0.09, 0.11, 0.6, 1.0])
+def test_exact_topk_with_a_filter_equals_a_brute_force_sort(share: float) -> None:
+    """Few allowed rows are scored alone, many by the full product: both give the oracle's
+    order, and fewer allowed rows than k leave ids of -1 with scores of -inf."""
+    emb, q = embeddings(1000, 8), queries(4, 8)
+    allowed = np.random.default_rng(6).random(1001) < share
+    allowed[0] = False
+    scores, ids = exact_topk(emb, q, 10, allowed)
+    assert ids.shape == scores.shape == (4, 10)
+    full = q @ emb.T
+    for row in range(4):
+        candidates = np.flatnonzero(allowed)
+        order = candidates[np.argsort(-full[row, candidates], kind="stable")][:10]
+        found = ids[row][ids[row] > 0]
+        np.testing.assert_array_equal(found, order)
+        assert (ids[row][len(order) :] == -1).all()
+        assert np.isneginf(scores[row][len(order) :]).all()
+        np.testing.assert_allclose(scores[row][: len(order)], full[row, order], rtol=1e-5)
