@@ -16,10 +16,12 @@ from typing import Literal
 import numpy as np
 
 from service.bundle import Bundle
+from service.index import ItemIndex
 
 Strategy = Literal["sequential", "blend", "content", "features", "popular"]
 FETCH_GROWTH = 4
 EXACT_BLEND_MAX_ITEMS = 50_000  # blends over catalogues this small score every item exactly
+NOT_FOUND = -1e38  # FAISS scores a missing result -FLT_MAX
 
 
 @dataclass(frozen=True)
@@ -118,26 +120,46 @@ class Scorer:
             total += (1 - self.alpha) * (b.content_embeddings @ self.content_query)
         return total
 
-    def candidates(self, fetch: int, allowed: np.ndarray | None) -> np.ndarray:
+    def candidates(self, fetch: int, allowed: np.ndarray | None) -> tuple[np.ndarray, float]:
         """Allowed ids worth scoring: each part's index top-`fetch` among the `allowed` items
         (bool [n + 1], None = all), filtered inside FAISS where the index can (popular: the
         most popular allowed items). An index that cannot filter returns its top-`fetch`
-        minus the disallowed ones, so callers grow `fetch` until enough remain."""
+        minus the disallowed ones, so callers grow `fetch` until enough remain.
+
+        Also the best score an item outside the candidates can have: for a blend, alpha times
+        the collaborative list's last score plus (1 - alpha) times the content list's (an item
+        in neither list scores at most that; one in either is a candidate), -inf for a list
+        that holds every allowed item; -inf for one list alone (its top is the answer)."""
         b = self.bundle
         if self.strategy == "popular":
             order = b.catalog.popular_order
-            return (order if allowed is None else order[allowed[order]])[:fetch]
+            return (order if allowed is None else order[allowed[order]])[:fetch], -np.inf
         started = time.perf_counter()
-        parts = []
+        parts, bound = [], 0.0
         if self.alpha > 0:
-            parts.append(b.index.search(self._collab_query()[None, :], fetch, allowed)[1][0])
+            ids, last = _search(b.index, self._collab_query(), fetch, allowed)
+            parts.append(ids)
+            bound += self.alpha * last
         if self.alpha < 1:
             assert self.content_query is not None
-            query = self.content_query[None, :]
-            parts.append(b.content_index.search(query, fetch, allowed)[1][0])
+            ids, last = _search(b.content_index, self.content_query, fetch, allowed)
+            parts.append(ids)
+            bound += (1 - self.alpha) * last
         self.search_seconds += time.perf_counter() - started
-        ids = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
-        return ids[ids > 0]
+        if len(parts) == 1:
+            return parts[0], -np.inf
+        return np.unique(np.concatenate(parts)), bound
+
+
+def _search(
+    index: ItemIndex, query: np.ndarray, fetch: int, allowed: np.ndarray | None
+) -> tuple[np.ndarray, float]:
+    """One index's allowed top-`fetch` ids and its last score (the best any item it did not
+    return can have), -inf when it came back with fewer than `fetch` results (it ran out)."""
+    scores, ids = index.search(query[None, :], fetch, allowed)
+    last = float(scores[0, -1])
+    full = scores.shape[1] >= fetch and np.isfinite(last) and last > NOT_FOUND
+    return ids[0][ids[0] > 0], (last if full else -np.inf)
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,16 +198,20 @@ def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_conte
         share = max(float(allowed.sum()) / max(n, 1), 1e-3)
         fetch = int((k + len(seen)) / share) + k
     exhaustive = strategy in ("blend", "content") and n <= EXACT_BLEND_MAX_ITEMS
-    ids = seen[:0]
+    found: tuple[np.ndarray, np.ndarray] | None = None
     while not exhaustive:
-        ids = scorer.candidates(min(fetch, n), allowed)
-        if len(ids) >= k or fetch >= n:
+        ids, bound = scorer.candidates(min(fetch, n), allowed)
+        if len(ids) >= k:
+            found = _top(ids, scorer.score(ids), k)
+            if found[1][-1] >= bound or fetch >= n:  # nothing outside can beat the k-th
+                break
+        elif fetch >= n:
             break
         fetch *= FETCH_GROWTH
-    if exhaustive or len(ids) < k:  # small blend, or an approximate index came back short
+    if exhaustive or found is None:  # small blend, or an approximate index came back short
         mask = allowed if allowed is not None else bundle.catalog.all_items_mask()
         top_ids, top_scores = _exact(scorer, mask, k)
     else:
-        top_ids, top_scores = _top(ids, scorer.score(ids), k)
+        top_ids, top_scores = found
     top_scores = np.nan_to_num(top_scores, nan=0.0, posinf=0.0, neginf=0.0)
     return Ranked(strategy, top_ids, top_scores, scorer.encoder_seconds, scorer.search_seconds)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from service_fixtures import MODEL, make_settings
 
+import service.ranking
 import service.recommender
 from model_store.store import ModelStore
 from service.bundle import Bundle, load_bundle
@@ -82,6 +83,31 @@ def test_blend_mixes_content_and_collaborative_scores_by_alpha(bundle: Bundle) -
     expected = oracle(blended, np.unique(history), 10)
     np.testing.assert_array_equal(ranked.ids, expected)
     np.testing.assert_allclose(ranked.scores, blended[expected], rtol=1e-4, atol=1e-5)
+
+
+def blend_oracle(bundle: Bundle, history: np.ndarray, n_full: int, k: int) -> np.ndarray:
+    alpha = len(history) / n_full
+    query = bundle.encoder.encode([history]).query[0]
+    collab = bundle.item_embeddings @ query / (np.linalg.norm(query) * bundle.max_item_norm)
+    mean = bundle.content_embeddings[history].mean(axis=0)
+    content = bundle.content_embeddings @ (mean / np.linalg.norm(mean))
+    return oracle(alpha * collab + (1 - alpha) * content, np.unique(history), k)
+
+
+@pytest.mark.parametrize("n_full", [4, 8, 40])
+def test_a_blend_from_index_candidates_equals_the_exact_blend(
+    bundle: Bundle, n_full: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On catalogues too large to score every item, a blend ranks the union of both indexes'
+    top items, fetched until no item outside it can beat its k-th (the threshold of the two
+    lists' last scores): the exact blend, not an approximation of it."""
+    monkeypatch.setattr(service.ranking, "EXACT_BLEND_MAX_ITEMS", 0)
+    users = [u for u in bundle.users.rows if len(bundle.users.get(u)) >= 3][:30]
+    for user in users:
+        history = bundle.users.get(user)[: min(3, n_full - 1)]
+        ranked = rank(bundle, history, Query(10, True, ()), n_full, 0)
+        assert ranked.strategy == "blend"
+        np.testing.assert_array_equal(ranked.ids, blend_oracle(bundle, history, n_full, 10))
 
 
 def test_content_only_for_the_shortest_histories_when_configured(bundle: Bundle) -> None:
