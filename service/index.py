@@ -23,6 +23,8 @@ MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means complains; nlist is cli
 # An exact scan scores only the allowed rows below this share of the catalogue (gathering a row
 # costs several times a row of the full product), else every row, masking the others.
 GATHER_SHARE = 0.1
+# GPU FAISS selects at most this many results per search (GPU_MAX_SELECTION_K; more raises)
+GPU_MAX_K = 2048
 # A filter keeping at least this share of the items runs inside the index (benchmarks/index.py:
 # recall@10 0.99 with a user's seen items excluded, 0.7-0.8 with half the catalogue left).
 INDEX_TRUSTED_SHARE = 0.9
@@ -45,6 +47,7 @@ class ItemIndex:
     _gpu_lock: threading.Lock | None = None
     _keepalive: tuple[Any, ...] = ()  # objects FAISS needs alive (GPU resources)
     scan_max_items: int = 0  # narrow filters leaving at most this many items: an exact scan
+    max_k: int | None = None  # the most results one FAISS search may ask for (GPU: 2048)
 
     @property
     def n_items(self) -> int:
@@ -70,11 +73,14 @@ class ItemIndex:
         approximate index answers a narrow filter (`_scans`) with an exact scan of the allowed
         items (graph and list searches lose most of a narrow filter's best items:
         `benchmarks/results/index.md`); otherwise the filter runs inside FAISS where the index
-        `filters`, else by dropping the others from the top k. Either way a result may hold
-        fewer than k allowed items: the rest are ids of -1."""
+        `filters`, else by dropping the others from the top k. A k over what the index may
+        select in one search (`max_k`, GPU FAISS) is an exact scan too. Either way a result
+        may hold fewer than k allowed items: the rest are ids of -1."""
         k = max(1, min(int(k), self.n_items))
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if allowed is not None and not self.exact and self._scans(allowed):
+            return exact_topk(self.embeddings, q, k, allowed)
+        if self.max_k is not None and k > self.max_k:  # GPU FAISS refuses it: scan exactly
             return exact_topk(self.embeddings, q, k, allowed)
         if allowed is not None and self.filters:
             bitmap = np.packbits(allowed[1:], bitorder="little")  # row r = internal id r + 1
@@ -183,9 +189,11 @@ def build_index(embeddings: np.ndarray, kind: str, params: IndexSettings) -> Ite
     if resolved != "ivf":  # IVF vectors are added by _ivf after training
         index.add(items)
     exact = resolved in ("flat", "gpu-flat")
+    max_k = GPU_MAX_K if gpu_lock is not None else None
     return ItemIndex(
-        index, emb, resolved, exact, fallback, gpu_lock, keepalive, params.filter_scan_max_items
-    )
+        index, emb, resolved, exact, fallback, gpu_lock, keepalive, params.filter_scan_max_items,
+        max_k,
+    )  # fmt: skip
 
 
 def _ivf(items: np.ndarray, params: IndexSettings) -> Any:

@@ -126,8 +126,11 @@ class Recommender:
         bundle = self.bundle()
         codes = self._feature_codes(bundle, features)
         query = Query(k, exclude_seen, bundle.catalog.parse_genres(genres), codes)
-        # feature codes join the key only when used, so keys without them stay as they were
-        extra = {} if codes is None else {"features": list(codes)}
+        # feature codes join the key only when they can be used: a user the bundle has a history
+        # for never gets the features strategy (events only add history), so features given
+        # for them would only split one answer over several keys
+        used = codes if codes is not None and len(bundle.users.get(user_id)) == 0 else None
+        extra = {} if used is None else {"features": list(used)}
         digest = keys.params_digest(
             k=k, exclude_seen=exclude_seen, genres=list(query.genres), v=PAYLOAD_VERSION, **extra
         )

@@ -95,6 +95,11 @@ async def test_a_user_with_history_ignores_features(tt_client: httpx.AsyncClient
     user_id = next(u for u in bundle.users.rows if len(bundle.users.get(u)) >= 10)
     body = (await tt_client.get(f"/recommend/{user_id}", params={"features": "age:20"})).json()
     assert body["strategy"] == "sequential"
+    # one answer, one cache entry: other features (or none) are hits on it
+    for features in ("age:60", "taste:Horror", None):
+        params = {} if features is None else {"features": features}
+        again = (await tt_client.get(f"/recommend/{user_id}", params=params)).json()
+        assert (again["cache"], again["items"]) == ("l1", body["items"])
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.index import build_index, exact_topk, gpu_available, recall_at_10
+from service.index import GPU_MAX_K, build_index, exact_topk, gpu_available, recall_at_10
 from service.settings import IndexSettings
 
 
@@ -260,3 +260,35 @@ def test_exact_topk_with_a_filter_equals_a_brute_force_sort(share: float) -> Non
         assert (ids[row][len(order) :] == -1).all()
         assert np.isneginf(scores[row][len(order) :]).all()
         np.testing.assert_allclose(scores[row][: len(order)], full[row, order], rtol=1e-5)
+
+
+class GpuLikeIndex(CountingIndex):
+    """A CPU index that refuses what GPU FAISS refuses: more than 2048 results per search."""
+
+    def search(self, *args: object, **kwargs: object) -> object:
+        k = int(args[1])  # type: ignore[call-overload]
+        if k > GPU_MAX_K:
+            raise RuntimeError(f"GPU index only supports min/max-K selection up to 2048 ({k})")
+        return super().search(*args, **kwargs)
+
+
+def test_a_gpu_index_never_asks_faiss_for_more_than_it_can_select() -> None:
+    """Over-fetching for a narrow filter on a GPU index (it cannot filter inside FAISS) may
+    need a k over GPU FAISS's 2048: that search is an exact scan instead of an error."""
+    import threading
+    from dataclasses import replace
+
+    emb, q = embeddings(5000, 8), queries(3, 8)
+    built = build_index(emb, "flat", IndexSettings())
+    spy = GpuLikeIndex(built.index)
+    gpu = replace(built, index=spy, _gpu_lock=threading.Lock(), max_k=GPU_MAX_K)
+    allowed = np.random.default_rng(7).random(5001) < 0.01
+    allowed[0] = False
+    scores, ids = gpu.search(q, 3000, allowed)
+    assert spy.searches == 0
+    want_scores, want_ids = exact_topk(emb, q, 3000, allowed)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+    gpu.search(q, 2048, allowed)  # within the limit: FAISS, disallowed results dropped after
+    assert spy.searches == 1
+    assert build_index(emb, "flat", IndexSettings()).max_k is None  # CPU FAISS: no limit
