@@ -1,9 +1,11 @@
 """Why an item would be recommended to a user: the strategy, the history items that contributed
 most, the genres the item shares with the history, and the score `recommend` would give it.
 
-`because` weights: sequential = the encoder's attention of the final position over the history;
-content = content cosine similarity to the item; blend = alpha * embedding cosine + (1 - alpha) *
-content cosine (alpha as in ranking); popular and features = none (no history)."""
+`because` weights: sequential = the encoder's attention of the final position over each history
+item times that item's embedding cosine with the explained item (attention alone would name the
+same items whatever is explained; only items pointing the item's way count); content = content
+cosine similarity to the item; blend = alpha * embedding cosine + (1 - alpha) * content cosine
+(alpha as in ranking); popular and features = none (no history)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ def _cosine_rows(matrix: np.ndarray, rows: np.ndarray, item: int) -> np.ndarray:
 def _weights(scorer: Scorer, bundle: Bundle, tail: np.ndarray, item: int) -> np.ndarray:
     if scorer.strategy == "sequential" and scorer.attention is not None:
         attention = scorer.attention[-len(tail) :] if len(tail) else scorer.attention[:0]
-        return np.asarray(attention, dtype=np.float32)
+        similarity = np.maximum(_cosine_rows(bundle.item_embeddings, tail, item), 0.0)
+        return np.asarray(attention * similarity, dtype=np.float32)
     content = _cosine_rows(bundle.content_embeddings, tail, item)
     if scorer.strategy == "content":
         return content

@@ -88,7 +88,11 @@ class ItemOut(BaseModel):
 class BecauseItem(BaseModel):
     item_id: str
     title: str
-    weight: float
+    weight: float = Field(
+        description="How much this history item speaks for the explained one: sequential = "
+        "the encoder's attention to it times its embedding cosine with the item; content = "
+        "content cosine; blend = alpha * embedding cosine + (1 - alpha) * content cosine"
+    )
 
 
 class ExplainResponse(BaseModel):

@@ -42,19 +42,36 @@ def test_explained_score_is_the_ranking_score(
         assert ex.score == pytest.approx(score, rel=1e-4, abs=1e-5)
 
 
-def test_sequential_because_is_the_attention_over_the_history(bundle: Bundle) -> None:
-    history = history_of(bundle, 30)
-    item = int(rank(bundle, history, Query(1, True, ()), N_FULL, 0).ids[0])
-    ex = explain(bundle, history, item, N_FULL, 0)
+def sequential_oracle(bundle: Bundle, history: np.ndarray, item: int) -> list[tuple[int, float]]:
+    """Attention of the final position times the embedding cosine with the item (>= 0), summed
+    per history item, strongest first (ties: lower id), positive only, the item itself out."""
     attention = bundle.encoder.encode([history]).attention
     assert attention is not None
+    emb = bundle.item_embeddings.astype(np.float64)
     per_item: dict[int, float] = {}
     for hist_item, weight in zip(history.tolist(), attention[0].tolist(), strict=True):
-        per_item[hist_item] = per_item.get(hist_item, 0.0) + weight
-    best = sorted(per_item.items(), key=lambda kv: (-kv[1], kv[0]))[:BECAUSE_MAX]
-    assert [i for i, _ in ex.because] == [i for i, _ in best]
-    assert [w for _, w in ex.because] == pytest.approx([w for _, w in best], abs=1e-6)
-    assert sum(w for _, w in ex.because) <= 1.0 + 1e-5
+        cos = (
+            emb[hist_item]
+            @ emb[item]
+            / (np.linalg.norm(emb[hist_item]) * np.linalg.norm(emb[item]))
+        )
+        per_item[hist_item] = per_item.get(hist_item, 0.0) + weight * max(float(cos), 0.0)
+    ranked = sorted(per_item.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(i, w) for i, w in ranked if w > 0 and i != item][:BECAUSE_MAX]
+
+
+def test_sequential_because_is_attention_times_similarity_to_the_item(bundle: Bundle) -> None:
+    history = history_of(bundle, 30)
+    items = rank(bundle, history, Query(10, True, ()), N_FULL, 0).ids.tolist()
+    lists = []
+    for item in items:
+        ex = explain(bundle, history, item, N_FULL, 0)
+        best = sequential_oracle(bundle, history, item)
+        assert [i for i, _ in ex.because] == [i for i, _ in best]
+        assert [w for _, w in ex.because] == pytest.approx([w for _, w in best], abs=1e-5)
+        assert sum(w for _, w in ex.because) <= 1.0 + 1e-5
+        lists.append(tuple(i for i, _ in ex.because))
+    assert len(set(lists)) > 1  # the reasons depend on what is explained
 
 
 def test_blend_because_ranks_history_items_by_similarity(bundle: Bundle) -> None:
