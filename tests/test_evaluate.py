@@ -135,6 +135,53 @@ def test_multi_target_rows_use_hits_over_targets_and_rows_without_targets_are_sk
     assert m["ndcg@2"] == pytest.approx(1.0)
 
 
+def test_equal_scores_give_chance_level_accuracy_whatever_the_item_index() -> None:
+    # a constant model must score chance level (k / rankable items), not favour low item ids
+    rng = np.random.default_rng(6)
+    n, m, k = 40, 30, 10
+    histories = [
+        rng.choice(np.arange(1, n + 1), size=int(rng.integers(1, 20)), replace=False)
+        for _ in range(m)
+    ]
+    targets = [rng.choice(np.setdiff1d(np.arange(1, n + 1), h), size=1) for h in histories]
+    ds = tiny_dataset(
+        [list(h) + list(t) for h, t in zip(histories, targets, strict=True)], [[]] * (n + 1), n
+    )
+    ev = EvalSet("test", np.arange(m), histories, targets)
+    got = E.evaluate(lambda u, h: np.ones((len(h), n + 1), dtype=np.float32), ev, ds, ks=(k,))
+    rankable = np.array([n - len(h) for h in histories], dtype=np.float64)
+    assert got[f"hr@{k}"] == pytest.approx(float(np.mean(k / rankable)))
+    assert got[f"recall@{k}"] == pytest.approx(float(np.mean(k / rankable)))
+    dcg = sum(1 / math.log2(r + 1) for r in range(1, k + 1))
+    assert got[f"ndcg@{k}"] == pytest.approx(float(np.mean(dcg / rankable)))
+    harmonic = sum(1 / r for r in range(1, k + 1))
+    assert got[f"mrr@{k}"] == pytest.approx(float(np.mean(harmonic / rankable)))
+
+
+def test_a_target_tied_with_a_lower_index_item_gets_half_a_hit_at_one() -> None:
+    # user 0 ranks its target 4 first; for user 1 (history 2, 3) items 4 and 5 tie on top and
+    # its target 5 is first in half the orders (the index tie-break would always put it second)
+    scores = np.array([[0, 0.1, 0.2, 0.3, 0.9, 0.5], [0, 0.1, 0.2, 0.3, 0.9, 0.9]])
+    m = E.evaluate(lambda u, h: scores[u], EVAL, DS, ks=(1, 2))
+    assert m["hr@1"] == pytest.approx((1.0 + 0.5) / 2)
+    assert m["mrr@2"] == pytest.approx((1.0 + 0.75) / 2)
+    assert m["hr@2"] == 1.0
+    assert m["coverage@1"] == pytest.approx(1 / 5)  # the lists stay deterministic: [4], [4]
+
+
+def test_float64_scores_are_not_rounded_into_ties() -> None:
+    # each target beats the other top item by 1e-9, below float32 resolution at these values;
+    # user 1's target 5 has the higher index, so float32 + index tie-break would rank it second
+    scores = np.array(
+        [[0, 0.1, 0.2, 0.3, 0.3 + 1e-9, 0.3], [0, 0.1, 0.2, 0.3, 0.5, 0.5 + 1e-9]], dtype=np.float64
+    )
+    assert np.float32(scores[1, 5]) == np.float32(scores[1, 4])
+    m = E.evaluate(lambda u, h: scores[u], EVAL, DS, ks=(1, 2))
+    assert m["hr@1"] == 1.0
+    assert m["mrr@2"] == 1.0
+    assert m["coverage@1"] == pytest.approx(2 / 5)  # lists [4] and [5]
+
+
 def test_nan_scores_and_wrong_shapes_are_rejected() -> None:
     with pytest.raises(DivergedError, match="NaN: training diverged"):
         E.evaluate(lambda u, h: np.full((len(h), 6), np.nan, dtype=np.float32), EVAL, DS)

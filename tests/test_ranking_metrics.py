@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -113,3 +114,125 @@ def test_first_unseen_equals_top_k_of_masked_popularity() -> None:
         scores[row, h] = -np.inf
     got = M.first_unseen(M.popularity_order(popularity), histories, k)
     assert np.array_equal(got, M.top_k(scores, k))
+
+
+# --- tie-aware accuracy (McSherry & Najork 2008): expectation over random orders of ties ---
+
+ACCURACY = ("ndcg", "hr", "mrr", "recall")
+
+
+def list_metrics(lists: np.ndarray, targets: list[np.ndarray], ks: tuple[int, ...]) -> dict:
+    """The metrics of fixed lists (the pre-tie-aware evaluator's computation)."""
+    rel = M.relevance(lists, targets)
+    n_targets = np.array([len(t) for t in targets])
+    out = {}
+    for k in ks:
+        out[f"ndcg@{k}"] = M.ndcg(rel, n_targets, k)
+        out[f"hr@{k}"] = M.hit_rate(rel, k)
+        out[f"mrr@{k}"] = M.mrr(rel, k)
+        out[f"recall@{k}"] = M.recall(rel, n_targets, k)
+    return out
+
+
+def oracle(row: np.ndarray, targets: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
+    """Mean of the list metrics over every order of the tied rankable items (brute force)."""
+    rankable = np.flatnonzero(row > -np.inf)
+    rankable = rankable[rankable != M.PAD]
+    values = sorted({float(row[i]) for i in rankable}, reverse=True)
+    groups = [[int(i) for i in rankable if row[i] == v] for v in values]
+    kmax = max(ks)
+    sums: dict[str, float] = {f"{m}@{k}": 0.0 for m in ACCURACY for k in ks}
+    orders = list(itertools.product(*(itertools.permutations(g) for g in groups)))
+    for parts in orders:
+        ranking = [i for part in parts for i in part][:kmax]
+        lists = np.array([ranking + [M.PAD] * (kmax - len(ranking))])
+        for name, v in list_metrics(lists, [targets], ks).items():
+            sums[name] += float(v[0])
+    return {name: total / len(orders) for name, total in sums.items()}
+
+
+def test_tie_aware_accuracy_equals_the_mean_over_every_order_of_tied_items() -> None:
+    rng = np.random.default_rng(7)
+    n, b, ks = 8, 120, (1, 2, 3, 5)
+    scores = rng.integers(0, 3, size=(b, n)).astype(np.float64)  # heavy ties
+    scores[rng.random(scores.shape) < 0.25] = -np.inf  # seen items
+    scores[:, M.PAD] = -np.inf
+    targets = [
+        rng.choice(
+            np.arange(1, n), size=1 if r < b // 2 else int(rng.integers(2, 5)), replace=False
+        )
+        for r in range(b)
+    ]
+    got = M.tie_aware_accuracy(scores, targets, ks)
+    for r in range(b):
+        want = oracle(scores[r], targets[r], ks)
+        for name, value in want.items():
+            assert got[name][r] == pytest.approx(value, abs=1e-12), (r, name)
+
+
+def test_tie_aware_accuracy_of_all_equal_scores_is_chance_level() -> None:
+    rng = np.random.default_rng(8)
+    n, b, k = 1_000, 30, 10
+    scores = np.full((b, n + 1), 0.25, dtype=np.float32)
+    scores[:, M.PAD] = -np.inf
+    seen = [
+        rng.choice(np.arange(1, n + 1), size=int(rng.integers(0, 300)), replace=False)
+        for _ in range(b)
+    ]
+    for row, h in enumerate(seen):
+        scores[row, h] = -np.inf
+    targets = [rng.choice(np.setdiff1d(np.arange(1, n + 1), h), size=1) for h in seen]
+    rankable = np.array([n - len(h) for h in seen])
+    got = M.tie_aware_accuracy(scores, targets, (k,))
+    assert got[f"hr@{k}"] == pytest.approx(k / rankable, rel=1e-12)
+    assert got[f"recall@{k}"] == pytest.approx(k / rankable, rel=1e-12)
+    harmonic = sum(1 / r for r in range(1, k + 1))
+    assert got[f"mrr@{k}"] == pytest.approx(harmonic / rankable, rel=1e-12)
+    dcg = sum(1 / math.log2(r + 1) for r in range(1, k + 1))
+    assert got[f"ndcg@{k}"] == pytest.approx(dcg / rankable, rel=1e-12)
+
+
+def test_without_ties_tie_aware_accuracy_equals_the_list_metrics() -> None:
+    rng = np.random.default_rng(9)
+    n, b, ks = 300, 64, (1, 5, 10, 20)
+    scores = rng.standard_normal((b, n + 1))
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    scores[:, M.PAD] = -np.inf
+    single = [rng.choice(np.arange(1, n + 1), size=1) for _ in range(b)]
+    multi = [
+        rng.choice(np.arange(1, n + 1), size=int(rng.integers(1, 40)), replace=False)
+        for _ in range(b)
+    ]
+    lists = M.top_k(scores, max(ks))
+    got, want = M.tie_aware_accuracy(scores, single, ks), list_metrics(lists, single, ks)
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name  # bit-identical for one target
+    got, want = M.tie_aware_accuracy(scores, multi, ks), list_metrics(lists, multi, ks)
+    for name in want:
+        assert got[name] == pytest.approx(want[name], abs=1e-12), name
+
+
+def test_a_target_scored_minus_inf_or_pad_scores_zero() -> None:
+    scores = np.array(
+        [[-np.inf, -np.inf, 1.0, 1.0], [-np.inf, 2.0, -np.inf, -np.inf], [-np.inf] * 4]
+    )
+    targets = [np.array([1]), np.array([2, 0]), np.array([3])]
+    got = M.tie_aware_accuracy(scores, targets, (1, 3))
+    for name, values in got.items():
+        assert values.tolist() == [0.0, 0.0, 0.0], name
+    # a -inf target still counts in |targets| (recall) next to a hit
+    both = M.tie_aware_accuracy(scores[:1], [np.array([1, 2])], (3,))
+    assert both["recall@3"][0] == pytest.approx(0.5)
+    assert both["hr@3"][0] == 1.0
+
+
+def test_hr_and_mrr_of_two_targets_in_one_tie_group_by_hand() -> None:
+    # 4 tied items, 2 of them targets, one better item: first hit at group position 1 w.p. 1/2,
+    # 2 w.p. 1/3, 3 w.p. 1/6 -> ranks 2, 3, 4
+    scores = np.array([[-np.inf, 5.0, 1.0, 1.0, 1.0, 1.0]])
+    got = M.tie_aware_accuracy(scores, [np.array([3, 5])], (2, 3, 4))
+    assert got["hr@2"][0] == pytest.approx(1 / 2)
+    assert got["hr@3"][0] == pytest.approx(5 / 6)
+    assert got["hr@4"][0] == pytest.approx(1.0)
+    assert got["mrr@4"][0] == pytest.approx(1 / 2 / 2 + 1 / 3 / 3 + 1 / 6 / 4)
+    assert got["recall@3"][0] == pytest.approx(2 * (2 / 4) / 2)  # each target in top 3 w.p. 2/4

@@ -1,9 +1,13 @@
 """Full-ranking evaluation, chunked over users (DESIGN 6).
 
-For each batch of eval rows: ask the model for scores over every item [B, n_items + 1], set the
-padding column and every item of the row's history to -inf, take the deterministic top-K (score
-descending, ties by ascending item index; see training.metrics) and accumulate the metrics. Peak
-memory is O(batch_size * n_items) plus O(n_items) accumulators, independent of the number of users.
+For each batch of eval rows: ask the model for scores over every item [B, n_items + 1] (kept in
+the model's precision, float64 included, so close scores do not become ties; at least float32),
+set the padding column and every item of the row's history to -inf, and accumulate the metrics.
+Accuracy metrics (ndcg, hr, mrr, recall) are tie-aware: the expectation over a uniformly random
+order of items with equal scores (training.metrics.tie_aware_accuracy). The beyond-accuracy
+metrics below use the deterministic top-K lists (score descending, ties by ascending item index;
+training.metrics.top_k). Peak memory is O(batch_size * n_items) plus O(n_items) accumulators,
+independent of the number of users.
 
 Beyond-accuracy definitions (all over the top-K lists of the evaluated rows):
 - coverage@K: distinct real items in any list / n_items.
@@ -111,21 +115,21 @@ def evaluate(
         users = np.asarray(eval_set.users)[idx].astype(np.int64)
         histories = [np.asarray(eval_set.histories[r]) for r in idx]
         targets = [np.asarray(eval_set.targets[r], dtype=np.int64) for r in idx]
-        scores = np.array(score_fn(users, histories), dtype=np.float32, copy=True)
+        raw = np.asarray(score_fn(users, histories))
+        # float64 stays float64: casting down would turn close scores into ties
+        scores = np.array(raw, dtype=np.result_type(raw.dtype, np.float32), copy=True)
+        del raw
         if scores.shape != (len(idx), n + 1):
             want = (len(idx), n + 1)
             raise ValueError(f"score_fn must return shape {want}, got {scores.shape}")
         lists = _ranked(scores, histories, kmax)
+        for name, values in M.tie_aware_accuracy(scores, targets, ks).items():
+            add(name, values)
         del scores
         expected = M.first_unseen(pop_order, histories, kmax)  # the popularity recommender
-        rel = M.relevance(lists, targets)
-        n_targets = np.fromiter((len(t) for t in targets), dtype=np.int64, count=len(targets))
+        rel = M.relevance(lists, targets)  # hits of the deterministic lists (serendipity)
         for k in ks:
             top = lists[:, :k]
-            add(f"ndcg@{k}", M.ndcg(rel, n_targets, k))
-            add(f"hr@{k}", M.hit_rate(rel, k))
-            add(f"mrr@{k}", M.mrr(rel, k))
-            add(f"recall@{k}", M.recall(rel, n_targets, k))
             add(f"diversity@{k}", *M.intra_list_diversity(top, genres))
             add(f"novelty@{k}", *M.novelty(top, info))
             add(f"serendipity@{k}", M.serendipity(top, rel[:, :k], expected[:, :k]))

@@ -23,8 +23,11 @@ PROTOCOL = (
     "leave-one-out by time: each user's interactions ordered by timestamp (ties by ascending item "
     "id), last = test, second-last = validation, users with < 3 interactions only in training; "
     "full ranking over all items with every item the user had before the target excluded "
-    "(validation: training items; test: training items + validation item); score ties broken "
-    "by ascending internal item index; hyper-parameters selected on validation NDCG@10 only"
+    "(validation: training items; test: training items + validation item); accuracy metrics "
+    "(NDCG, HR, MRR, recall) are the expectation over a uniformly random order of items with "
+    "equal scores (McSherry & Najork 2008), the top-K lists behind coverage, diversity, novelty, "
+    "serendipity and gini break score ties by ascending internal item index; hyper-parameters "
+    "selected on validation NDCG@10 only"
 )
 TABLE_METRICS = (
     "ndcg@10",

@@ -1,14 +1,27 @@
 """Pure ranking-metric math on one batch of rows (no I/O, no model, no chunking).
 
 Conventions (DESIGN 6):
-- Ranking order is a total order: higher score first, ties broken by the lower item index.
-- An item scored -inf is never recommended; a row with fewer than K rankable items gets a shorter
-  list, padded with item 0 (padding), which is never relevant and never counted as exposure.
-- Multi-target rows (temporal split): recall@K = hits / |targets|, HR@K = 1 if any hit,
-  NDCG@K uses the ideal DCG of min(K, |targets|) hits, MRR@K = 1 / rank of the first hit.
+- Top-K lists (top_k; the beyond-accuracy metrics: coverage, gini, diversity, novelty,
+  serendipity) use a total order: higher score first, ties broken by the lower item index.
+- Accuracy metrics (NDCG@K, HR@K, MRR@K, recall@K; tie_aware_accuracy) do not depend on a
+  tie-break: each is the expectation over a uniformly random order of the items that share a
+  score (McSherry & Najork, ECIR 2008). A target with `better` rankable items strictly above it
+  and `tied` other rankable items at its score has a rank uniform over better+1 ..
+  better+tied+1. Item ids correlate with age and popularity, so breaking ties by index would
+  favour some targets. Without ties the values equal those of the deterministic list.
+- An item scored -inf (seen items, the padding column) is never recommended and never counts as
+  better than or tied with a target; a target scored -inf (or PAD) scores 0. A row with fewer
+  than K rankable items gets a shorter list, padded with item 0 (padding), which is never
+  relevant and never counted as exposure.
+- Multi-target rows (temporal split; targets distinct): recall@K = hits / |targets|, HR@K = 1 if
+  any hit, NDCG@K uses the ideal DCG of min(K, |targets|) hits, MRR@K = 1 / rank of the first
+  hit; all exact expectations under the random order of ties (HR and MRR from the
+  hypergeometric law of the first target in the best-scored group holding a target).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -88,8 +101,97 @@ def relevance(lists: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
     return np.asarray(np.isin(list_keys, target_keys) & (lists != PAD), dtype=bool)
 
 
+def tie_aware_accuracy(
+    scores: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Per-row expected ndcg@k, hr@k, mrr@k and recall@k (float64 [B] each, keys like "hr@10")
+    under a uniformly random order of equal scores (module docstring).
+
+    scores: [B, n] with seen items and the padding column already -inf (never NaN); targets: per
+    row, distinct item indices. A target's `better` and `tied` counts come from the kmax best
+    values of its row (anything better than a target that can still reach the top kmax is among
+    them) plus, per row, the number of items equal to the kmax-th best value: O(B * n) for the
+    partition and that count, O(T * kmax) for the T targets of the batch, O(B * kmax) for HR/MRR.
+    """
+    b, n = scores.shape
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"need ks >= 1 (got {ks})")
+    kmax = ks[-1]
+    lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=b)
+    total = int(lengths.sum())
+    out = {f"{m}@{k}": np.zeros(b) for m in ("ndcg", "hr", "mrr", "recall") for k in ks}
+    if b == 0 or n == 0 or total == 0:
+        return out
+    rows = np.repeat(np.arange(b), lengths)
+    items = np.concatenate([np.asarray(t, dtype=np.int64) for t in targets])
+    s = scores[rows, items]
+    ok = (items != PAD) & (s > -np.inf)  # rankable targets
+
+    depth = min(kmax, n)
+    best = -np.sort(np.partition(-scores, depth - 1, axis=1)[:, :depth], axis=1)  # [B, depth] desc
+    kth = best[:, -1]
+    at_kth = (scores == kth[:, None]).sum(axis=1)  # group size of the kmax-th value
+    reach = ok & (s >= kth[rows])  # targets that can land in the top kmax
+    # better: rankable items strictly above; size: the target's group (itself + tied items).
+    # Targets that cannot reach the top kmax get better = kmax, size = 1: they never count.
+    better = np.full(total, kmax, dtype=np.int64)
+    size = np.ones(total, dtype=np.int64)
+    if reach.any():
+        top, sr = best[rows[reach]], s[reach][:, None]
+        better[reach] = (top > sr).sum(axis=1)
+        size[reach] = np.where(
+            sr[:, 0] > kth[rows[reach]], (top == sr).sum(axis=1), at_kth[rows[reach]]
+        )
+
+    # Linear metrics (recall, NDCG): each target's rank is uniform over its group's positions.
+    disc = 1.0 / np.log2(np.arange(2, kmax + 2))
+    cum = np.concatenate([[0.0], np.cumsum(disc)])  # cum[j] = sum of the first j discounts
+    disc0 = np.concatenate([disc, [0.0]])
+    for k in ks:
+        lo = np.minimum(better, k)
+        inside = np.clip(k - better, 0, size)  # how many of the group's positions are <= k
+        share = inside / size
+        # exact single discount for an untied target (bit-identical to the list-based ndcg)
+        gain = np.where(
+            size == 1, np.where(inside > 0, disc0[lo], 0.0), (cum[lo + inside] - cum[lo]) / size
+        )
+        hits = np.bincount(rows, weights=share, minlength=b)
+        dcg = np.bincount(rows, weights=gain, minlength=b)
+        ideal = cum[np.minimum(lengths, k)]
+        out[f"recall@{k}"] = np.divide(hits, lengths, out=np.zeros(b), where=lengths > 0)
+        out[f"ndcg@{k}"] = np.divide(dcg, ideal, out=np.zeros(b), where=ideal > 0)
+
+    # HR and MRR depend on the first hit only: it lies in the best-scored group holding a target
+    # (g items, m of them targets, `lead` items above). With P(first > j) = C(g-m, j) / C(g, j),
+    # HR@k = 1 - P(first > k - lead) and MRR@k = sum_j P(first = j) / (lead + j), j <= k - lead.
+    top_s = np.full(b, -np.inf)
+    np.maximum.at(top_s, rows[ok], s[ok])
+    first = ok & (s == top_s[rows])
+    m = np.bincount(rows[first], minlength=b)
+    lead = np.full(b, kmax, dtype=np.int64)  # rows without a rankable target never hit
+    g = np.ones(b, dtype=np.int64)
+    lead[rows[first]] = better[first]
+    g[rows[first]] = size[first]
+    survive = np.ones((b, kmax + 1))  # survive[:, j] = P(first hit's position in group > j)
+    for j in range(1, kmax + 1):
+        left = np.maximum(g - m - (j - 1), 0) / np.maximum(g - (j - 1), 1)
+        survive[:, j] = survive[:, j - 1] * left
+    term = (survive[:, :-1] - survive[:, 1:]) / (lead[:, None] + np.arange(1, kmax + 1))
+    mrr_cum = np.concatenate([np.zeros((b, 1)), np.cumsum(term, axis=1)], axis=1)
+    r = np.arange(b)
+    for k in ks:
+        c = np.clip(k - lead, 0, g)
+        c = np.minimum(c, kmax)
+        out[f"hr@{k}"] = 1.0 - survive[r, c]
+        out[f"mrr@{k}"] = mrr_cum[r, c]
+    return out
+
+
 def ndcg(rel: np.ndarray, n_targets: np.ndarray, k: int) -> np.ndarray:
-    """Per-row NDCG@k, float64 [B]; ideal DCG over min(k, |targets|) hits."""
+    """Per-row NDCG@k of one fixed list, float64 [B]; ideal DCG over min(k, |targets|) hits.
+    (ndcg / hit_rate / recall / mrr score the deterministic top_k list; the evaluator reports
+    tie_aware_accuracy, which equals them when no relevant score ties.)"""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = rel[:, :k] @ discounts[: rel[:, :k].shape[1]]
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_targets, k)]
