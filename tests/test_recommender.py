@@ -218,3 +218,37 @@ async def test_an_event_during_a_computation_is_not_lost(bundle: Bundle) -> None
     after = await rec.recommend("racer", 10, True, None)
     assert after.strategy == "blend"
     assert item not in [i["item_id"] for i in json.loads(after.body)["items"]]
+
+
+def test_the_served_ranking_reproduces_the_offline_metrics_of_its_bundle(bundle: Bundle) -> None:
+    """The bundle's manifest holds NDCG@10 and HR@10 measured offline with the torch model; the
+    service's path (ONNX encoder, FAISS, seen-item exclusion, id mapping) gives the same lists,
+    so the same figures, for every validation and test user of the split it was trained on."""
+    from training.data import leave_one_out, load_dataset
+    from training.tiny_bundle import INTERACTIONS_PER_USER
+
+    users, items = 300, 200  # make_tiny_bundle's defaults (the shared test bundle)
+    spec = (
+        f"synthetic:users={users},items={items},interactions={users * INTERACTIONS_PER_USER},seed=0"
+    )
+    dataset = load_dataset(spec)
+    split = leave_one_out(dataset)
+    external = dataset.item_meta["item_id"]
+    to_bundle = np.asarray(
+        [0] + [bundle.catalog.index_of[external.iloc[i]] for i in range(1, items + 1)]
+    )
+    metrics = bundle.manifest.metrics
+    for stage, rows, offline in (
+        ("valid", split.valid, metrics.valid),
+        ("test", split.test, metrics.test),
+    ):
+        ndcg, hits = [], []
+        for history, targets in zip(rows.histories, rows.targets, strict=True):
+            served = rank(bundle, to_bundle[history], Query(10, True, ()), 1, 0)  # sequential
+            assert served.strategy == "sequential"
+            found = served.ids.tolist()
+            target = int(to_bundle[targets[0]])
+            hits.append(target in found)
+            ndcg.append(1 / np.log2(found.index(target) + 2) if target in found else 0.0)
+        assert np.mean(ndcg) == pytest.approx(offline["ndcg@10"], abs=1e-9), stage
+        assert np.mean(hits) == pytest.approx(offline["hr@10"], abs=1e-9), stage
