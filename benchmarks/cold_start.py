@@ -13,7 +13,9 @@ three top-10 lists from nothing but what a sign-up form would give:
 Ground truth is the held-out user's own items: `first` = NDCG@10 and HR@10 of the first item they
 rated (the cold-start moment), `any` = precision@10 over everything they rated. Writes
 benchmarks/results/cold_start.{json,md} with mean ± spread over the seeds and the machine.
-`synthetic-taste` is synthetic data with a favourite-genre feature (a feature with signal).
+`synthetic-taste` is synthetic data with a favourite-genre feature (a feature with signal): the
+generator's latent favourite genre of each user, as declared at sign-up, never derived from the
+user's items (so not from the held-out items it is scored on).
 """
 
 from __future__ import annotations

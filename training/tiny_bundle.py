@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data import Dataset, Split, leave_one_out, load_dataset
+from training.errors import DataError
 from training.evaluate import ScoreFn, evaluate
 from training.export import export_bundle
 from training.models.sasrec import SASRec, SASRecConfig
@@ -96,19 +97,31 @@ def make_tiny_bundle(
 
 
 def with_taste_features(dataset: Dataset, seed: int = 0) -> Dataset:
-    """`dataset` plus user features a sign-up form could ask: `taste`, the genre most common in
-    the user's items (what a new user would tick as their favourite), and a random `age` (noise).
-    Lets tests check that a feature-only query carries signal."""
+    """`dataset` (synthetic, as `load_dataset` names it) plus user features a sign-up form could
+    ask: `taste`, the user's declared favourite genre, and a random `age` (noise). Lets tests and
+    the cold-start benchmark check that a feature-only query carries signal.
+
+    `taste` is the generator's latent favourite genre (`synthetic.favourite_genres`), drawn before
+    any interaction: it never reads the user's items, so a user held out of training is not
+    described by the very items they are scored on. (It depends only on the users, items, genres
+    and seed that the dataset's name records.)"""
+    from training.data.synthetic import SyntheticConfig, favourite_genres
+
+    if not dataset.name.startswith("synthetic:"):
+        raise DataError(
+            f"with_taste_features needs a synthetic dataset (got {dataset.name!r}): its taste is "
+            f"the generator's latent favourite genre"
+        )
+    cfg = SyntheticConfig.parse(dataset.name)
+    if (cfg.users, cfg.items) != (dataset.n_users, dataset.n_items):
+        raise DataError(
+            f"with_taste_features: {dataset.name!r} has {dataset.n_users} users and "
+            f"{dataset.n_items} items, not the ones its name says"
+        )
     rng = np.random.default_rng(seed)
-    genres = dataset.item_meta["genres"]
-    taste = []
-    for user in range(dataset.n_users):
-        counts: dict[str, int] = {}
-        for item in dataset.sequence(user).tolist():
-            for genre in genres.iloc[item]:
-                counts[genre] = counts.get(genre, 0) + 1
-        taste.append(min(counts, key=lambda g: (-counts[g], g)) if counts else None)
-    features = pd.DataFrame({"age": rng.integers(15, 70, dataset.n_users), "taste": taste})
+    features = pd.DataFrame(
+        {"age": rng.integers(15, 70, dataset.n_users), "taste": favourite_genres(cfg)}
+    )
     return dataclasses.replace(dataset, user_features=features)
 
 

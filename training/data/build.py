@@ -3,9 +3,14 @@
 Internal ids are contiguous: users 0..n-1 and items 1..n (0 = padding), both assigned in
 ascending external-id order (numeric order when every id is an integer, else string order).
 Interactions are sorted by (user, timestamp, item), so ties in time fall back to the item id.
+A user's repeat of an item is dropped (with one warning): only the first (earliest; ties: input
+order) interaction of each (user, item) is kept, since the protocol excludes seen items from
+ranking and a held-out repeat could never be hit. Every file-based loader builds through here.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -62,6 +67,28 @@ def _align_meta(item_ids: np.ndarray, items: pd.DataFrame | None) -> pd.DataFram
     return meta  # row 0 (item id "") never matches an item: it stays the empty padding row
 
 
+def _first_interactions(
+    order: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int, source: str
+) -> np.ndarray:
+    """`order` (rows sorted by user, timestamp, item; stable) without each (user, item)'s later
+    repeats, with one warning saying how many were dropped. Leave-one-out holds out a user's last
+    item and the protocol never ranks items already in the history, so a repeated target could
+    never be hit."""
+    keys = users[order].astype(np.int64) * (n_items + 1) + items[order]
+    repeat = pd.Series(keys).duplicated().to_numpy()
+    dropped = int(repeat.sum())
+    if not dropped:
+        return order
+    warnings.warn(
+        f"{source}: dropped {dropped} repeated (user, item) interaction(s); only each user's "
+        f"first interaction with an item is kept (seen items are never ranked, so a repeat "
+        f"held out as a target could never be hit)",
+        stacklevel=3,
+    )
+    kept: np.ndarray = order[~repeat]
+    return kept
+
+
 def build_dataset(
     name: str,
     interactions: pd.DataFrame,
@@ -75,8 +102,9 @@ def build_dataset(
     rating) and optional `items` (item_id, title, genres [list], year, tags).
 
     The catalogue is the items frame when given (items nobody interacted with are kept);
-    interactions with an item missing from it are an error. `user_features` is indexed by external
-    user id; it is reindexed to internal user order.
+    interactions with an item missing from it are an error. Repeats of a (user, item) are dropped
+    (see the module doc): only the earliest interaction, with its rating, is kept.
+    `user_features` is indexed by external user id; it is reindexed to internal user order.
     """
     if interactions.empty:
         raise DataError(f"{source}: no interactions (the file is empty)")
@@ -95,7 +123,8 @@ def build_dataset(
             f"must be listed in the items file"
         )
     timestamps = interactions["timestamp"].to_numpy(dtype=np.int64)
-    order = np.lexsort((items_idx, timestamps, users))
+    order = np.lexsort((items_idx, timestamps, users))  # stable: equal rows keep input order
+    order = _first_interactions(order, users, items_idx, len(catalogue), source)
     ratings = None
     if "rating" in interactions.columns:
         ratings = interactions["rating"].to_numpy(dtype=np.float32)[order]

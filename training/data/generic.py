@@ -8,9 +8,8 @@ items.csv|items.parquet), or a single interactions file.
   (else parsed from "Title (1995)"), optional tags. Item ids must be unique.
 Policy: when an items file is given it is the catalogue, and an interaction with an item that is
 not in it is an error (a mismatched pair of files is far more likely than intended blanks).
-A user's repeat of an item is dropped (with one warning): only the first (earliest) interaction
-of each (user, item) is kept, since the protocol excludes seen items from ranking and a held-out
-repeat could never be hit.
+A user's repeat of an item is dropped (with one warning) by `build_dataset`, as for every loader:
+only the first (earliest) interaction of each (user, item) is kept.
 Every problem raises DataError naming the file, the column, an example value and its row; a CSV
 row whose number of fields differs from the header's is an error naming its line.
 """
@@ -195,29 +194,6 @@ def _checked_timestamps(path: Path, values: pd.Series) -> np.ndarray:
         ) from exc
 
 
-def drop_repeats(interactions: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Keep each (user, item)'s first interaction (earliest timestamp; ties: file order) and drop
-    its later repeats, with one warning saying how many were dropped. Leave-one-out holds out a
-    user's last item and the protocol never ranks items already in the history, so a repeated
-    target could never be hit."""
-    users = pd.factorize(interactions["user_id"])[0].astype(np.int64)
-    items, unique_items = pd.factorize(interactions["item_id"])
-    keys = users * max(len(unique_items), 1) + items
-    order = np.argsort(interactions["timestamp"].to_numpy(dtype=np.int64), kind="stable")
-    repeat = np.zeros(len(keys), dtype=bool)
-    repeat[order] = pd.Series(keys[order]).duplicated().to_numpy()
-    dropped = int(repeat.sum())
-    if not dropped:
-        return interactions
-    warnings.warn(
-        f"{source}: dropped {dropped} repeated (user, item) interaction(s); only each user's "
-        f"first interaction with an item is kept (seen items are never ranked, so a repeat "
-        f"held out as a target could never be hit)",
-        stacklevel=2,
-    )
-    return interactions.loc[~repeat].reset_index(drop=True)
-
-
 def read_interactions(path: Path) -> pd.DataFrame:
     frame = read_table(path, ("user_id", "item_id", "timestamp"))
     out = pd.DataFrame(
@@ -309,7 +285,7 @@ def load_generic(path: Path) -> Dataset:
             f"{path}: no such file or folder (and not a known dataset name: "
             f"ml-latest-small, ml-100k, synthetic[:...])"
         )
-    interactions = drop_repeats(read_interactions(interactions_path), str(interactions_path))
+    interactions = read_interactions(interactions_path)
     items = read_items(items_path) if items_path is not None else None
     return build_dataset(
         path.stem if path.is_file() else path.name,

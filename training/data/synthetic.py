@@ -200,11 +200,36 @@ def _walk(
     return np.repeat(users, steps), out
 
 
+def _preferences(
+    cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's latent genres: (prefs int64 [users, 3], n_prefs int64 [users]); a user's
+    jumps go to one of prefs[u, :n_prefs[u]], picked uniformly."""
+    prefs = cat.present[rng.integers(0, len(cat.present), (cfg.users, 3))]
+    n_prefs = rng.integers(1, 4, cfg.users)  # each user prefers the first 1-3 of 3 genres
+    return prefs, n_prefs
+
+
+def favourite_genres(cfg: SyntheticConfig) -> np.ndarray:
+    """Each user's latent favourite genre (str [users]; user u is internal user u of
+    `generate(cfg)`): the genre the generator draws that user's jumps from most often (the most
+    frequent of prefs[u, :n_prefs[u]], ties: the first). It is drawn before any interaction, so it
+    models what the user would declare at sign-up and says nothing about which items they took.
+    Replays `generate`'s random stream up to the preferences; generate's output is unaffected."""
+    rng = np.random.default_rng(cfg.seed)
+    prefs, n_prefs = _preferences(cfg, _Catalogue.build(cfg, rng), rng)
+    active = np.arange(3)[None, :] < n_prefs[:, None]
+    same = (prefs[:, :, None] == prefs[:, None, :]) & active[:, None, :]
+    weight = np.where(active, same.sum(axis=2), -1)
+    favourite = prefs[np.arange(cfg.users), np.argmax(weight, axis=1)]  # argmax: first of ties
+    names: np.ndarray = np.asarray(GENRES, dtype=object)[favourite]
+    return names
+
+
 def generate(cfg: SyntheticConfig) -> Dataset:
     rng = np.random.default_rng(cfg.seed)
     cat = _Catalogue.build(cfg, rng)
-    prefs = cat.present[rng.integers(0, len(cat.present), (cfg.users, 3))]
-    n_prefs = rng.integers(1, 4, cfg.users)  # each user prefers the first 1-3 of 3 genres
+    prefs, n_prefs = _preferences(cfg, cat, rng)
     target = _lengths(cfg, rng)
     prev = np.full(cfg.users, -1, dtype=np.int64)
     chunks_u: list[np.ndarray] = []
