@@ -20,7 +20,7 @@ from training.export import export_bundle
 from training.feature_queries import all_codes, feature_rows
 from training.features import user_feature_codes
 from training.models.two_tower import TwoTower, TwoTowerConfig
-from training.negatives import in_batch_softmax, log_q, mine_hard_negatives
+from training.negatives import in_batch_softmax, inclusion_log_q, log_q, mine_hard_negatives
 from training.parity import left_pad, pick_histories
 from training.two_tower_task import TwoTowerTask
 
@@ -89,9 +89,12 @@ def test_in_batch_loss_with_logq_matches_a_hand_computation() -> None:
 
             def logit(item: int, corrected: bool, b: int = b, pos: int = pos) -> float:
                 score = float(queries[b, pos] @ table[item]) / tau
-                return score - math.log(counts[item] / counts.sum()) if corrected else score
+                share = counts[item] / counts.sum()  # Q: among the batch's 5 targets at all
+                return score - math.log(1 - (1 - share) ** 5) if corrected else score
 
-            logits = [logit(c, True) for c in (1, 2, 5)]  # the batch's distinct targets
+            # the batch's distinct targets, less the row's other targets (its user's items)
+            own = {c for c in row if c not in (0, target)}
+            logits = [logit(c, True) for c in (1, 2, 5) if c not in own]
             logits += [logit(h, False) for h in hard[b].tolist() if h not in (0, target)]
             losses.append(-logit(target, True) + math.log(sum(math.exp(v) for v in logits)))
     assert float(got) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
@@ -219,7 +222,7 @@ def test_user_features_feed_training_and_serving_uses_unknown(
     assert plain.n_user_features == 0
 
 
-def test_a_tiny_model_overfits_a_tiny_batch() -> None:
+def test_a_tiny_model_tells_its_users_items_from_the_others_on_a_tiny_batch() -> None:
     torch.manual_seed(0)
     model = TwoTower(TwoTowerConfig(n_items=N_ITEMS, max_len=8, dim=32, hidden=64, dropout=0.0))
     seqs = torch.tensor(
@@ -242,7 +245,11 @@ def test_a_tiny_model_overfits_a_tiny_batch() -> None:
     model.eval()
     scores = model(inputs)[mask] @ model.item_embeddings().T
     scores[:, 0] = -torch.inf
-    assert torch.equal(scores.argmax(dim=1), targets[mask])  # HR@1 == 1 over the catalogue
+    # a position's negatives are the other users' items (its own user's are no negatives), so
+    # every query's best item over the whole catalogue is one of its own user's next items
+    rows = mask.nonzero()[:, 0]
+    best = scores.argmax(dim=1)
+    assert all(int(i) in targets[r].tolist() for i, r in zip(best, rows, strict=True))
 
 
 def test_export_bundle_serves_two_tower_with_onnx_parity(
@@ -341,3 +348,22 @@ def test_a_model_without_user_features_exports_no_feature_queries(
     bundle = export_bundle(model, ds, split, tmp_path, {}, kind="two_tower", n_parity=64)
     assert not (bundle / "user_features.json").exists()
     assert not (bundle / "feature_queries.npy").exists()
+
+
+def test_a_rows_own_items_are_no_negatives_for_it() -> None:
+    """One user whose window targets items 2, 3, 4: without other users in the batch there is
+    nothing to push down, so the loss is 0 (it was 1.5 when the user's own items counted)."""
+    torch.manual_seed(0)
+    table = torch.randn(6, 4)
+    queries = torch.randn(1, 3, 4)
+    loss = in_batch_softmax(queries, torch.tensor([[2, 3, 4]]), lambda ids: table[ids], None, 1.0)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_log_q_is_the_chance_of_being_among_the_batch_targets() -> None:
+    """1 - (1 - p)^N, not N * p: a popular item is a candidate in almost every batch."""
+    shares = torch.tensor([0.5, 0.01, 1e-6], dtype=torch.float64)
+    got = inclusion_log_q(shares.log().float(), 100).double().exp()
+    want = 1 - (1 - shares) ** 100
+    assert torch.allclose(got, want, rtol=1e-4)
+    assert float(got[0]) == pytest.approx(1.0)  # N * p would be 50

@@ -1,11 +1,15 @@
 """Negatives for retrieval training: in-batch softmax with logQ correction, and hard negatives
 mined from the model's own top-scored items.
 
-In-batch: each row's candidates are the batch's distinct target items; an item's chance of being a
-candidate grows with its popularity, so its logit is corrected by -log Q(item) (Yi et al., 2019,
-"Sampling-bias-corrected neural modeling"), Q = the item's share of training interactions.
-Hard negatives (per sequence, no logQ: they are chosen by score, not by popularity) join the
-candidates; entries 0 (none mined) or equal to the position's target are masked out.
+In-batch: each position's candidates are the batch's distinct target items, minus the other
+targets of its own row (the same user's items: a positive of theirs is no negative); an item's
+chance of being a candidate grows with its popularity, so its logit is corrected by -log Q(item)
+(Yi et al., 2019, "Sampling-bias-corrected neural modeling"), with Q the probability that the
+item is among the batch's distinct targets: 1 - (1 - p)^N for N targets drawn with the item's
+share p of training interactions (N * p alone over-corrects popular items, which are candidates
+in nearly every batch however often they are drawn). Hard negatives (per sequence, no logQ:
+chosen by score, not by popularity) join the candidates; entries 0 (none mined) or equal to the
+position's target are masked out.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ def log_q(item_counts: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.log(counts / counts[1:].sum()), dtype=torch.float32)
 
 
+def inclusion_log_q(log_share: torch.Tensor, draws: int) -> torch.Tensor:
+    """log P(item among `draws` targets) = log(1 - (1 - p)^draws) for items of share p = exp
+    (`log_share`), computed stably (log of -expm1(draws * log1p(-p)))."""
+    p = log_share.exp().clamp(max=1.0 - 1e-7)
+    return torch.log(-torch.expm1(draws * torch.log1p(-p)))
+
+
 def in_batch_softmax(
     queries: torch.Tensor,
     targets: torch.Tensor,
@@ -38,18 +49,20 @@ def in_batch_softmax(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Mean softmax cross-entropy of every target against the batch's other distinct targets
-    (logQ-corrected) and its row's hard negatives. queries (B, L, D); targets (B, L) in
-    0..n_items, 0 = no target at that position; hard (B, H) item ids per row (shared by the row's
-    positions: one item-tower pass per row, not per position) or None."""
+    that are not its row's (logQ-corrected) and its row's hard negatives. queries (B, L, D);
+    targets (B, L) in 0..n_items, 0 = no target at that position; hard (B, H) item ids per row
+    (shared by the row's positions: one item-tower pass per row, not per position) or None."""
     mask = targets != 0
     q, t = queries[mask], targets[mask]  # (N, D), (N,)
     candidates, label = torch.unique(t, return_inverse=True)  # (U,), (N,)
     scores = q @ item_vectors(candidates).T / temperature  # (N, U)
     if log_q is not None:
-        scores = scores - log_q.to(scores.device)[candidates][None, :]
+        scores = scores - inclusion_log_q(log_q.to(scores.device)[candidates], len(t))[None, :]
     positive = scores.gather(1, label[:, None])  # (N, 1)
-    others = torch.ones_like(scores, dtype=torch.bool)
-    others.scatter_(1, label[:, None], False)  # the target's own column is not a negative
+    row = mask.nonzero()[:, 0]  # (N,) the row of each position
+    in_row = torch.zeros(targets.shape[0], len(candidates), dtype=torch.bool, device=t.device)
+    in_row[row, label] = True  # (B, U): the items each row holds as targets
+    others = ~in_row[row]  # neither the target's own column nor the row's other items
     logits, valid = [positive, scores], [torch.ones_like(positive, dtype=torch.bool), others]
     if hard is not None and hard.shape[1] > 0:
         vectors = item_vectors(hard)  # (B, H, D)

@@ -113,8 +113,10 @@ class TwoTowerTask(WindowTask):
         )
         if self.mined and n_hard:
             users = batch["users"].cpu()  # (B,)
-            picks = torch.randint(self.mc.hard_pool, (len(users), n_hard))
-            hard = self.pool[users].gather(1, picks).to(targets.device)  # (B, H)
+            picks = torch.rand(len(users), self.mc.hard_pool).argsort(dim=1)[:, :n_hard]
+            # (B, H) distinct picks from the row's pool (with replacement, a pool of 100 gave
+            # about 63 distinct items for 100 picks)
+            hard = self.pool[users].gather(1, picks).to(targets.device)
         net: Any = model
         loss = in_batch_softmax(
             queries,
