@@ -43,7 +43,7 @@ import numpy as np
 
 from benchmarks.machine import cpu_name
 from service.index import ItemIndex, build_index, exact_topk, recall_at_10, set_threads
-from service.ranking import FETCH_GROWTH
+from service.ranking import grow_candidates, index_candidates
 from service.settings import IndexSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -130,11 +130,17 @@ def genre_mask(cat: Catalogue, name: str) -> np.ndarray:
     return cat.genres[:, genre_for_share(cat.genres, share)].copy()
 
 
-def allowed_mask(cat: Catalogue, name: str, user: int) -> np.ndarray | None:
-    """bool [n + 1] of what the user may be shown under filter `name` (None = no filter)."""
+def allowed_mask(
+    cat: Catalogue, name: str, user: int, genres: np.ndarray | None = None
+) -> np.ndarray | None:
+    """bool [n + 1] of what the user may be shown under filter `name` (None = no filter);
+    `genres`: the filter's `genre_mask`, when the caller has it already."""
     if name == "none":
         return None
-    allowed = np.ones(cat.n_items + 1, dtype=bool) if name == "seen" else genre_mask(cat, name)
+    if name == "seen":
+        allowed = np.ones(cat.n_items + 1, dtype=bool)
+    else:
+        allowed = genre_mask(cat, name) if genres is None else genres.copy()
     allowed[0] = False
     allowed[cat.histories[user]] = False
     return allowed
@@ -143,21 +149,19 @@ def allowed_mask(cat: Catalogue, name: str, user: int) -> np.ndarray | None:
 def search_like_rank(
     index: ItemIndex, query: np.ndarray, k: int, allowed: np.ndarray | None
 ) -> tuple[np.ndarray, bool]:
-    """The top-k ids `service.ranking.rank` returns for a sequential user (one index, every
-    CPU index filters inside FAISS), and whether it ended in an exact scan."""
-    n = index.n_items
-    fetch = k
-    while True:
-        ids = index.search(query[None, :], min(fetch, n), allowed)[1][0]
-        ids = ids[ids > 0]
-        if len(ids) >= k or fetch >= n:
-            break
-        fetch *= FETCH_GROWTH
-    if len(ids) < k:
+    """The top-k ids `service.ranking.rank` returns for a sequential user (its candidate loop on
+    one index, every CPU index filtering inside FAISS), and whether it ended in an exact scan."""
+
+    def candidates(fetch: int) -> tuple[np.ndarray, float]:
+        return index_candidates(index, query, fetch, allowed)[0], -np.inf  # one list: no bound
+
+    def score(ids: np.ndarray) -> np.ndarray:
+        return np.asarray(index.embeddings[ids] @ query)
+
+    found = grow_candidates(candidates, score, k, index.n_items, k)
+    if found is None:
         return exact_topk(index.embeddings, query[None, :], k, allowed)[1][0], True
-    scores = index.embeddings[ids] @ query
-    order = np.lexsort((ids, -scores))[:k]
-    return ids[order], False
+    return found[0], False
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -191,7 +195,8 @@ def measure_size(
         indexes[label] = replace(built[kind], scan_max_items=0) if not scan else built[kind]
         rows[label] = {**info, "scan_max_items": indexes[label].scan_max_items, "filters": {}}
     for name in FILTERS:
-        masks = [allowed_mask(cat, name, u) for u in range(queries)]
+        genres = genre_mask(cat, name) if name.startswith("genre") else None
+        masks = [allowed_mask(cat, name, u, genres) for u in range(queries)]
         oracle = [
             exact_topk(cat.embeddings, cat.queries[u][None, :], K, masks[u])[1][0]
             for u in range(queries)

@@ -130,15 +130,15 @@ def exact_topk(
     if allowed is not None and np.count_nonzero(allowed[1:]) < GATHER_SHARE * n:
         rows = np.flatnonzero(allowed[1:]) + 1  # few allowed rows: score only those
         scores = q @ embeddings[rows].T
+        if len(rows) < k:  # fewer allowed rows than k: pad with nothing-found columns
+            pad = k - len(rows)
+            scores = np.concatenate([scores, np.full((len(q), pad), -np.inf, np.float32)], 1)
+            rows = np.concatenate([rows, np.zeros(pad, dtype=np.int64)])
     else:
         scores = q @ embeddings.T  # (B, n + 1)
         if allowed is not None:  # np.where: a third of the time of a masked assignment
             scores = np.where(allowed, scores, np.float32(-np.inf))
         scores[:, 0] = -np.inf
-    if scores.shape[1] < k:  # fewer allowed rows than k: pad with nothing-found columns
-        pad = k - scores.shape[1]
-        scores = np.concatenate([scores, np.full((len(q), pad), -np.inf, np.float32)], axis=1)
-        rows = np.concatenate([rows if rows is not None else [], np.zeros(pad)]).astype(np.int64)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")

@@ -10,6 +10,7 @@ collaborative part of a blend is the encoder's dot product divided by |query| * 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -137,12 +138,12 @@ class Scorer:
         started = time.perf_counter()
         parts, bound = [], 0.0
         if self.alpha > 0:
-            ids, last = _search(b.index, self._collab_query(), fetch, allowed)
+            ids, last = index_candidates(b.index, self._collab_query(), fetch, allowed)
             parts.append(ids)
             bound += self.alpha * last
         if self.alpha < 1:
             assert self.content_query is not None
-            ids, last = _search(b.content_index, self.content_query, fetch, allowed)
+            ids, last = index_candidates(b.content_index, self.content_query, fetch, allowed)
             parts.append(ids)
             bound += (1 - self.alpha) * last
         self.search_seconds += time.perf_counter() - started
@@ -151,7 +152,7 @@ class Scorer:
         return np.unique(np.concatenate(parts)), bound
 
 
-def _search(
+def index_candidates(
     index: ItemIndex, query: np.ndarray, fetch: int, allowed: np.ndarray | None
 ) -> tuple[np.ndarray, float]:
     """One index's allowed top-`fetch` ids and its last score (the best any item it did not
@@ -160,6 +161,29 @@ def _search(
     last = float(scores[0, -1])
     full = scores.shape[1] >= fetch and np.isfinite(last) and last > NOT_FOUND
     return ids[0][ids[0] > 0], (last if full else -np.inf)
+
+
+def grow_candidates(
+    candidates: Callable[[int], tuple[np.ndarray, float]],
+    score: Callable[[np.ndarray], np.ndarray],
+    k: int,
+    n: int,
+    fetch: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The best k (ids, scores) of `candidates(fetch)` (ids and the best score an item outside
+    them can have), fetching FETCH_GROWTH times more until the k-th is at least that bound or
+    the whole catalogue of `n` items was fetched. None when even that gave fewer than k (an
+    approximate index came back short): the caller scans exactly."""
+    found = None
+    while True:
+        ids, bound = candidates(min(fetch, n))
+        if len(ids) >= k:
+            found = _top(ids, score(ids), k)
+            if found[1][-1] >= bound or fetch >= n:  # nothing outside can beat the k-th
+                return found
+        elif fetch >= n:
+            return found
+        fetch *= FETCH_GROWTH
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,16 +222,9 @@ def rank(bundle: Bundle, history: np.ndarray, query: Query, n_full: int, n_conte
         share = max(float(allowed.sum()) / max(n, 1), 1e-3)
         fetch = int((k + len(seen)) / share) + k
     exhaustive = strategy in ("blend", "content") and n <= EXACT_BLEND_MAX_ITEMS
-    found: tuple[np.ndarray, np.ndarray] | None = None
-    while not exhaustive:
-        ids, bound = scorer.candidates(min(fetch, n), allowed)
-        if len(ids) >= k:
-            found = _top(ids, scorer.score(ids), k)
-            if found[1][-1] >= bound or fetch >= n:  # nothing outside can beat the k-th
-                break
-        elif fetch >= n:
-            break
-        fetch *= FETCH_GROWTH
+    found = None
+    if not exhaustive:
+        found = grow_candidates(lambda f: scorer.candidates(f, allowed), scorer.score, k, n, fetch)
     if exhaustive or found is None:  # small blend, or an approximate index came back short
         mask = allowed if allowed is not None else bundle.catalog.all_items_mask()
         top_ids, top_scores = _exact(scorer, mask, k)
